@@ -1,0 +1,38 @@
+# tcm-kit: every target creates .venv and installs into it when missing.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tcm-kit-installed
+PROFILE ?= cpu
+
+.PHONY: install test reproduce lab bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	@touch $(STAMP)
+
+# Unit tests, then every notebook under nbval with the smoke profile.
+test: install
+	$(BIN)/python -m pytest -q tests
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+	  TCM_KIT_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
+	else echo "no notebooks yet"; fi
+
+# Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.
+reproduce: install
+	$(BIN)/tcm-kit reproduce --profile $(PROFILE)
+
+lab: install
+	$(BIN)/jupyter lab notebooks
+
+bench: install
+	@for b in benchmarks/*.py; do n=$$(basename $$b .py); [ "$$n" = "__init__" ] || $(BIN)/python -m benchmarks.$$n; done
+
+clean-venv:
+	rm -rf $(VENV)

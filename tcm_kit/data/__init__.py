@@ -1,0 +1,1 @@
+"""Data: annotation formats, the synthetic scene-text generator, head targets and transforms."""

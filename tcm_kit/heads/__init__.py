@@ -1,0 +1,1 @@
+"""Detector plug-ins (neck, head, loss, post-processing): DBNet, PAN, FCENet."""

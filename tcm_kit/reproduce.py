@@ -1,0 +1,57 @@
+"""Run the numbered notebooks headless with papermill and collect them under reports/notebooks/."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .utils import REPO_ROOT
+
+PROFILES = ("smoke", "cpu", "full")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook failed: names the notebook, the cell and the error."""
+
+
+def numbered_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
+    """The notebooks `NN_name.ipynb` in run order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out_dir: Path | None = None,
+                  parameters: dict | None = None, progress: bool = True) -> list[Path]:
+    """Execute each notebook with papermill (parameters: profile + extras) and return the executed copies.
+
+    Stops at the first failing notebook with its cell and error. Tables and figures are written by the
+    notebooks themselves (through tcm_kit.report), so nothing is written that no run produced.
+    """
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    notebooks = numbered_notebooks() if notebooks is None else [Path(p) for p in notebooks]
+    out_dir = Path(out_dir or REPO_ROOT / "reports" / "notebooks")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not notebooks:
+        print("no numbered notebooks found in notebooks/: nothing to run")
+        return []
+    params = {"profile": profile, **(parameters or {})}
+    executed = []
+    bar = tqdm(notebooks, desc=f"reproduce [{profile}]", unit="notebook", disable=not progress)
+    for nb in bar:
+        bar.set_postfix_str(nb.name)
+        target = out_dir / nb.name
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent),
+                                progress_bar=False, kernel_name="python3",
+                                log_output=bool(os.environ.get("TCM_KIT_LOG_NOTEBOOKS")))
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"{nb.name}: cell {e.exec_count} failed: {e.ename}: {e.evalue}\n"
+                                 f"(executed copy with the traceback: {target})") from None
+        tqdm.write(f"{nb.name}: done in {time.time() - t0:.0f} s -> {target}")
+        executed.append(target)
+    return executed

@@ -1,0 +1,49 @@
+"""Small shared helpers: config hashing, seeding, paths, provenance."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_hash(cfg) -> str:
+    """12 hex chars identifying a (frozen dataclass) config: the sha1 of its fields as sorted JSON."""
+    d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    blob = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def data_dir() -> Path:
+    """Where generated data and cached checkpoints live: $TCM_KIT_DATA or <repo>/data."""
+    p = Path(os.environ.get("TCM_KIT_DATA", REPO_ROOT / "data"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def git_commit() -> str:
+    """The short commit hash of the checkout (with '+dirty' when there are uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
