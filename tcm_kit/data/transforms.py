@@ -1,0 +1,463 @@
+"""Augmentations that keep polygons in step with pixels, CLIP normalisation, and the text-detection dataset.
+
+Every transform is a small callable class: `t(image, instances, rng) -> (image, instances)` with image uint8
+(H, W, 3) RGB, instances a list of `Instance` (never modified in place: new ones are returned) and rng a
+`np.random.Generator` (all randomness comes from it, so a seeded generator repeats a run exactly).
+Coordinates follow OpenCV's convention: pixel centres on integers, so resizing maps x -> (x + 0.5) * s - 0.5
+and a horizontal flip maps x -> W - 1 - x.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .formats import Instance
+from .targets import db_targets
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# ----------------------------------------------------------------------------- helpers on instances
+
+def _with_polygon(inst: Instance, poly: np.ndarray, ignore: bool | None = None) -> Instance:
+    """A copy of `inst` with a new polygon (and optionally a new ignore flag)."""
+    return dataclasses.replace(inst, polygon=np.asarray(poly, np.float32).reshape(-1, 2),
+                               ignore=inst.ignore if ignore is None else ignore)
+
+
+def map_points(instances: list[Instance], fn) -> list[Instance]:
+    """Apply fn: (N, 2) -> (N, 2) to every polygon; returns new instances."""
+    return [_with_polygon(i, fn(np.asarray(i.polygon, np.float64))) for i in instances]
+
+
+def affine_points(pts: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """(N, 2) points through a (2, 3) affine matrix -> (N, 2)."""
+    return pts @ M[:, :2].T + M[:, 2]
+
+
+def _largest_polygon(geom):
+    """The largest shapely Polygon in a (multi-)geometry, or None."""
+    from shapely.geometry import Polygon
+
+    if geom.is_empty:
+        return None
+    if isinstance(geom, Polygon):
+        return geom
+    polys = [g for g in getattr(geom, "geoms", []) if isinstance(g, Polygon) and not g.is_empty]
+    return max(polys, key=lambda g: g.area) if polys else None
+
+
+def clip_instances(instances: list[Instance], x0: float, y0: float, x1: float, y1: float,
+                   min_keep: float = 0.5) -> list[Instance]:
+    """Clip polygons to the box [x0, x1] x [y0, y1] (same coordinates as the polygons; no translation).
+
+    Polygons wholly inside are kept as they are, wholly outside are dropped; cut ones are intersected with the
+    box (shapely; the largest piece is kept) and marked don't-care when less than `min_keep` of their area
+    remains.
+    """
+    from shapely.geometry import Polygon, box
+
+    frame = box(x0, y0, x1, y1)
+    out = []
+    for inst in instances:
+        p = np.asarray(inst.polygon, np.float64).reshape(-1, 2)
+        if len(p) == 0:
+            continue
+        lo, hi = p.min(0), p.max(0)
+        if lo[0] >= x0 and lo[1] >= y0 and hi[0] <= x1 and hi[1] <= y1:
+            out.append(inst)
+            continue
+        if hi[0] < x0 or hi[1] < y0 or lo[0] > x1 or lo[1] > y1 or len(p) < 3:
+            continue
+        shape = Polygon(p)
+        if not shape.is_valid:
+            shape = shape.buffer(0)
+        if shape.area <= 0:
+            continue
+        piece = _largest_polygon(shape.intersection(frame))
+        if piece is None or piece.area <= 0:
+            continue
+        kept = piece.area / shape.area
+        poly = np.asarray(piece.exterior.coords, np.float64)[:-1]  # drop the closing point
+        out.append(_with_polygon(inst, poly, ignore=inst.ignore or kept < min_keep))
+    return out
+
+
+def _cuts(instances: list[Instance], x0: float, y0: float, x1: float, y1: float) -> tuple[int, int]:
+    """(number of polygons the box cuts through, number of care polygons wholly inside), by bounding boxes."""
+    cut = whole = 0
+    for inst in instances:
+        p = np.asarray(inst.polygon).reshape(-1, 2)
+        if len(p) == 0:
+            continue
+        lo, hi = p.min(0), p.max(0)
+        inside = lo[0] >= x0 and lo[1] >= y0 and hi[0] <= x1 and hi[1] <= y1
+        outside = hi[0] < x0 or hi[1] < y0 or lo[0] > x1 or lo[1] > y1
+        whole += inside and not inst.ignore
+        cut += not inside and not outside
+    return cut, whole
+
+
+# ----------------------------------------------------------------------------- geometry transforms
+
+def resize(image: np.ndarray, instances: list[Instance], new_w: int, new_h: int):
+    """Resize to (new_h, new_w) and map polygons in step -> (image (new_h, new_w, 3), instances)."""
+    h, w = image.shape[:2]
+    sx, sy = new_w / w, new_h / h
+    out = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR if sx * sy >= 1 else cv2.INTER_AREA)
+    s = np.array([sx, sy])
+    return out, map_points(instances, lambda p: (p + 0.5) * s - 0.5)
+
+
+def resize_long_side(image: np.ndarray, instances: list[Instance], size: int):
+    """Resize keeping the aspect ratio so the long side is `size` -> (image, instances, scale = new / original)."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    image, instances = resize(image, instances, new_w, new_h)
+    return image, instances, scale
+
+
+def pad_to(image: np.ndarray, h: int, w: int, value: int = 0) -> np.ndarray:
+    """Pad bottom/right to at least (h, w) with a constant; polygons are unchanged by this."""
+    ph, pw = max(0, h - image.shape[0]), max(0, w - image.shape[1])
+    if ph == 0 and pw == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(value,) * 3)
+
+
+def pad_to_multiple(image: np.ndarray, divisor: int = 32, value: int = 0) -> np.ndarray:
+    """Pad bottom/right so that height and width are multiples of `divisor`."""
+    h, w = image.shape[:2]
+    return pad_to(image, math.ceil(h / divisor) * divisor, math.ceil(w / divisor) * divisor, value)
+
+
+class RandomScale:
+    """Resize by a factor drawn uniformly from `scale_range`.
+
+    With `long_side` set, the factor is relative to the image resized so its long side is `long_side`
+    (so training sees the same text sizes as evaluation at that size, jittered); else relative to the image.
+    """
+
+    def __init__(self, scale_range=(0.5, 2.0), long_side: int | None = None):
+        self.scale_range, self.long_side = tuple(scale_range), long_side
+
+    def __call__(self, image, instances, rng):
+        h, w = image.shape[:2]
+        s = rng.uniform(*self.scale_range)
+        if self.long_side is not None:
+            s *= self.long_side / max(h, w)
+        return resize(image, instances, max(1, round(w * s)), max(1, round(h * s)))
+
+    def __repr__(self):
+        return f"RandomScale(scale_range={self.scale_range}, long_side={self.long_side})"
+
+
+class RandomRotate:
+    """Rotate by an angle uniform in [-max_angle, max_angle] degrees (with probability p).
+
+    expand=True grows the canvas so no pixel is lost (corners padded with `fill`); expand=False keeps the size
+    and clips polygons to the frame (see `clip_instances`).
+    """
+
+    def __init__(self, max_angle: float = 10.0, expand: bool = True, p: float = 1.0, fill: int = 0,
+                 min_keep: float = 0.5):
+        self.max_angle, self.expand, self.p, self.fill, self.min_keep = max_angle, expand, p, fill, min_keep
+
+    def __call__(self, image, instances, rng):
+        angle = rng.uniform(-self.max_angle, self.max_angle)
+        if rng.random() >= self.p or angle == 0:
+            return image, instances
+        h, w = image.shape[:2]
+        M = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)  # (2, 3)
+        out_w, out_h = w, h
+        if self.expand:
+            corners = affine_points(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64), M)
+            lo, hi = corners.min(0), corners.max(0)
+            M[:, 2] -= lo
+            out_w, out_h = int(math.ceil(hi[0] - lo[0])) + 1, int(math.ceil(hi[1] - lo[1])) + 1
+        out = cv2.warpAffine(image, M, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(self.fill,) * 3)
+        instances = map_points(instances, lambda p: affine_points(p, M))
+        if not self.expand:
+            instances = clip_instances(instances, 0, 0, out_w - 1, out_h - 1, self.min_keep)
+        return out, instances
+
+    def __repr__(self):
+        return f"RandomRotate(max_angle={self.max_angle}, expand={self.expand}, p={self.p})"
+
+
+class RandomCrop:
+    """Crop a fixed (size x size, or (h, w)) window; a smaller image is first padded bottom/right with `fill`.
+
+    Up to `tries` random windows are drawn; the first one that cuts no polygon and holds at least one whole care
+    instance (when the image has any) is taken, else the window cutting the fewest polygons. Polygons the window
+    cuts are clipped (shapely) and marked don't-care when less than `min_keep` of their area remains.
+    """
+
+    def __init__(self, size, tries: int = 10, min_keep: float = 0.5, fill: int = 0):
+        self.size = (size, size) if isinstance(size, int) else tuple(size)  # (h, w)
+        self.tries, self.min_keep, self.fill = tries, min_keep, fill
+
+    def __call__(self, image, instances, rng):
+        ch, cw = self.size
+        image = pad_to(image, ch, cw, self.fill)
+        h, w = image.shape[:2]
+        has_care = any(not i.ignore for i in instances)
+        best, best_cut = (0, 0), None
+        for _ in range(self.tries):
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            cut, whole = _cuts(instances, x0, y0, x0 + cw - 1, y0 + ch - 1)
+            if cut == 0 and (whole > 0 or not has_care):
+                best = (x0, y0)
+                break
+            if best_cut is None or cut < best_cut:
+                best, best_cut = (x0, y0), cut
+        x0, y0 = best
+        crop = image[y0:y0 + ch, x0:x0 + cw].copy()
+        kept = clip_instances(instances, x0, y0, x0 + cw - 1, y0 + ch - 1, self.min_keep)
+        return crop, map_points(kept, lambda p: p - (x0, y0))
+
+    def __repr__(self):
+        return f"RandomCrop(size={self.size}, tries={self.tries}, min_keep={self.min_keep})"
+
+
+class RandomFlip:
+    """Horizontal flip with probability p. Off by default: text is not mirror-symmetric."""
+
+    def __init__(self, p: float = 0.0):
+        self.p = p
+
+    def __call__(self, image, instances, rng):
+        if rng.random() >= self.p:
+            return image, instances
+        w = image.shape[1]
+        # reverse the vertex order to keep the orientation, then roll by N/2 so that a polygon listed
+        # "top edge left to right, then bottom edge right to left" (ICDAR quads, Total-Text) still is
+        flipped = map_points(instances, lambda q: np.roll(np.stack([w - 1 - q[:, 0], q[:, 1]], 1)[::-1],
+                                                          len(q) // 2, axis=0))
+        return np.ascontiguousarray(image[:, ::-1]), flipped
+
+    def __repr__(self):
+        return f"RandomFlip(p={self.p})"
+
+
+class ResizePad:
+    """Evaluation resize: long side to `size` keeping the aspect ratio, then pad to a multiple of `divisor`."""
+
+    def __init__(self, size: int, divisor: int = 32, fill: int = 0):
+        self.size, self.divisor, self.fill = size, divisor, fill
+
+    def __call__(self, image, instances, rng=None):
+        image, instances, _ = resize_long_side(image, instances, self.size)
+        return pad_to_multiple(image, self.divisor, self.fill), instances
+
+    def __repr__(self):
+        return f"ResizePad(size={self.size}, divisor={self.divisor})"
+
+
+# ----------------------------------------------------------------------------- photometric
+
+class ColorJitter:
+    """Random brightness / contrast (RGB) and saturation / hue (HSV) changes; polygons untouched.
+
+    Factors are uniform in [1 - x, 1 + x] for brightness, contrast and saturation; the hue shift is uniform in
+    [-hue, hue] of a full turn.
+    """
+
+    def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3, hue: float = 0.05,
+                 p: float = 1.0):
+        self.brightness, self.contrast, self.saturation, self.hue, self.p = brightness, contrast, saturation, hue, p
+
+    def __call__(self, image, instances, rng):
+        b, c, s = (rng.uniform(1 - x, 1 + x) for x in (self.brightness, self.contrast, self.saturation))
+        dh = rng.uniform(-self.hue, self.hue)
+        if rng.random() >= self.p:
+            return image, instances
+        img = image.astype(np.float32) * b  # (H, W, 3)
+        mean = img.mean()
+        img = np.clip((img - mean) * c + mean, 0, 255).astype(np.uint8)
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)  # H in [0, 180) for uint8
+        hsv[..., 0] = np.mod(hsv[..., 0] + dh * 180.0, 180.0)
+        hsv[..., 1] = np.clip(hsv[..., 1] * s, 0, 255)
+        img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+        return img, instances
+
+    def __repr__(self):
+        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+                f"saturation={self.saturation}, hue={self.hue}, p={self.p})")
+
+
+class Compose:
+    """Apply transforms in order, all drawing from the same rng."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, instances, rng):
+        for t in self.transforms:
+            image, instances = t(image, instances, rng)
+        return image, instances
+
+    def __repr__(self):
+        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+def train_transforms(size: int, scale_range=(0.5, 2.0), max_angle: float = 10.0, flip_p: float = 0.0,
+                     jitter: bool = True) -> Compose:
+    """The default training pipeline: scale (relative to long side = size), rotate, crop size x size, jitter."""
+    ts = [RandomScale(scale_range, long_side=size)]
+    if max_angle > 0:
+        ts.append(RandomRotate(max_angle))
+    ts.append(RandomCrop(size))
+    if flip_p > 0:
+        ts.append(RandomFlip(flip_p))
+    if jitter:
+        ts.append(ColorJitter())
+    return Compose(ts)
+
+
+# ----------------------------------------------------------------------------- tensors
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W) normalised with the OpenAI CLIP mean/std."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> np.ndarray:
+    """Inverse of `to_tensor` for plotting: (3, H, W) -> uint8 (H, W, 3), or (B, 3, H, W) -> (B, H, W, 3)."""
+    x = x.detach().float().cpu()
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    img = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return img.movedim(-3, -1).numpy()
+
+
+# ----------------------------------------------------------------------------- dataset
+
+class CorruptImageError(OSError):
+    """An image file that is missing, truncated or not an image."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        super().__init__(f"cannot read image {path} (missing, truncated or not an image)")
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as uint8 (H, W, 3) RGB; raises CorruptImageError when it cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if img is None or img.ndim != 3 or img.size == 0:
+        raise CorruptImageError(path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class TextDetDataset(torch.utils.data.Dataset):
+    """Text-detection samples of a folder, with DBNet targets.
+
+    root/fmt (and `split`) are read with `tcm_kit.data.formats.read_folder`. `indices` keeps a subset
+    (positions in the folder's order; for few-shot splits). train=True: `aug` (default
+    `train_transforms(size, scale_range, max_angle, flip_p)`) then size x size targets; train=False: long side
+    resized to `size` and padded to a multiple of 32, no randomness. Item i draws its randomness from
+    np.random.default_rng([seed, epoch, i]); call `set_epoch` each epoch (with DataLoader workers, before the
+    iterator is created, i.e. not with persistent_workers). on_corrupt="raise" raises CorruptImageError when
+    an unreadable image is loaded; "skip" checks every selected image when the dataset is built and drops
+    unreadable ones with a warning.
+
+    Items: {"image": float32 (3, H, W) CLIP-normalised, "prob", "prob_mask", "thresh", "thresh_mask": float32
+    (H, W), "instances": list[Instance] in the item's coordinates, "path": str, "scale": float} where scale is
+    resized / original size for evaluation items (divide predicted coordinates by it) and 1.0 for training
+    items (random scale, rotation and crop cannot be undone by one number).
+    """
+
+    def __init__(self, root, fmt=None, size: int = 320, train: bool = True, seed: int = 0, indices=None, aug=None,
+                 scale_range=(0.5, 2.0), max_angle: float = 10.0, flip_p: float = 0.0, shrink_ratio: float = 0.4,
+                 min_size: float = 8, on_corrupt: str = "raise", split: str | None = None, progress: bool = True):
+        from .formats import read_folder  # imported here: formats may load lazily / optional readers
+
+        if on_corrupt not in ("raise", "skip"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
+        if size % 32:
+            raise ValueError(f"size must be a multiple of 32, got {size}")
+        self.root, self.size, self.train, self.seed, self.epoch = Path(root), size, train, seed, 0
+        self.shrink_ratio, self.min_size = shrink_ratio, min_size
+        self.aug = aug if aug is not None else train_transforms(size, scale_range, max_angle, flip_p)
+        samples = [(Path(p), list(inst)) for p, inst in read_folder(root, fmt, split=split)]
+        if indices is not None:
+            samples = [samples[int(i)] for i in indices]
+        if on_corrupt == "skip":
+            samples = self._drop_corrupt(samples, progress)
+        self.samples = samples
+
+    @staticmethod
+    def _drop_corrupt(samples, progress):
+        from tqdm.auto import tqdm
+
+        good = []
+        for path, inst in tqdm(samples, desc="checking images", disable=not progress):
+            try:
+                read_image(path)
+            except CorruptImageError as e:
+                warnings.warn(f"skipping unreadable image: {e}", stacklevel=3)
+                continue
+            good.append((path, inst))
+        return good
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        path, instances = self.samples[index]
+        image = read_image(path)  # (H0, W0, 3) RGB
+        scale = 1.0
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            image, instances = self.aug(image, instances, rng)
+        else:
+            image, instances, scale = resize_long_side(image, instances, self.size)
+            image = pad_to_multiple(image, 32)
+        h, w = image.shape[:2]
+        t = db_targets(instances, h, w, self.shrink_ratio, self.min_size)
+        item = {"image": to_tensor(image)}
+        item.update({k: torch.from_numpy(v) for k, v in t.items()})
+        item.update(instances=instances, path=str(path), scale=float(scale))
+        return item
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack a list of items into a batch.
+
+    image (B, 3, H, W), maps (B, H, W): items of different sizes (evaluation) are padded bottom/right to the
+    largest, images with the normalised value of black (as `pad_to_multiple` pads), maps with 0 (so padding is
+    outside every loss mask). instances, path and scale stay lists.
+    """
+    H = max(b["image"].shape[1] for b in batch)
+    W = max(b["image"].shape[2] for b in batch)
+    black = (-torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)).view(3, 1, 1)
+    images = torch.empty(len(batch), 3, H, W)
+    images[:] = black
+    out = {"image": images}
+    for k in ("prob", "prob_mask", "thresh", "thresh_mask"):
+        out[k] = torch.zeros(len(batch), H, W)
+    for j, b in enumerate(batch):
+        h, w = b["image"].shape[1:]
+        images[j, :, :h, :w] = b["image"]
+        for k in ("prob", "prob_mask", "thresh", "thresh_mask"):
+            out[k][j, :h, :w] = b[k]
+    out["instances"] = [b["instances"] for b in batch]
+    out["path"] = [b["path"] for b in batch]
+    out["scale"] = [b["scale"] for b in batch]
+    return out
