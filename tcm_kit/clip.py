@@ -1,0 +1,435 @@
+"""The CLIP layer: build/load an open_clip CLIP with a ModifiedResNet image encoder, and its dense features.
+
+Three sources of weights, one code path (`open_clip.create_model`) and one preprocessing (OpenAI CLIP's
+mean/std) for all of them:
+
+- ``"embedded"``: the kit's own small CLIP (``EMBEDDED_MODEL_NAME``, same family as RN50), pre-trained by
+  `tcm_kit.pretrain` on synthetic captioned scenes on first use and cached under
+  ``data_dir()/clip/<config_hash>.pt``;
+- ``"openai"``: open_clip's ``RN50`` with ``pretrained="openai"`` (needs the internet once);
+- a path: an OpenAI ``RN50.pt`` TorchScript archive or a plain state dict (open_clip or OpenAI key layout).
+
+Dense features (DenseCLIP-style, as TCM uses them): stages 1-4 of the ResNet for a detector's neck, and the
+attention-pooling layer applied at every stride-32 position (its value + output projections, positional embedding
+interpolated to the feature grid) giving per-cell embeddings in the joint image-text space.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
+
+try:  # the one home of the normalisation constants (avoids an import cycle with the data package)
+    from tcm_kit.data.transforms import CLIP_MEAN, CLIP_STD
+except ImportError:  # pragma: no cover - only while transforms.py is being written
+    CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+    CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+__all__ = [
+    "EMBEDDED_MODEL_NAME", "CLIP_MEAN", "CLIP_STD", "ClipWeightsError", "ClipInputError", "DenseFeatures",
+    "load_clip", "create_clip", "build_preprocess", "load_state_dict_file", "dense_features",
+    "encode_text_from_embeddings", "eot_index", "interpolate_pos_embed",
+]
+
+EMBEDDED_MODEL_NAME = "TCM-RN-tiny"  # tcm_kit/model_configs/TCM-RN-tiny.json, registered with open_clip below
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+CHECKPOINT_KIND = "tcm-kit-clip"  # marks the kit's own checkpoint files (a dict with config + state_dict)
+OPENAI_RN50_URL_HOSTS = ("huggingface.co", "openaipublic.azureedge.net")
+_JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata buffers in OpenAI archives
+
+if EMBEDDED_MODEL_NAME not in open_clip.list_models():
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+class ClipWeightsError(RuntimeError):
+    """CLIP weights that cannot be found, read, downloaded or matched to the model."""
+
+
+class ClipInputError(ValueError):
+    """Bad input to the CLIP layer (wrong model family, image size not divisible by 32, bad shapes)."""
+
+
+class DenseFeatures(NamedTuple):
+    stages: list  # 4 tensors (B, C_i, H/s, W/s) at strides s = 4, 8, 16, 32
+    visual_embeddings: torch.Tensor  # (B, C, H/32, W/32) in the joint image-text space
+    global_feat: torch.Tensor  # (B, C) the attention pool's output (= encode_image at the native size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# building models and preprocessing
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """Silence open_clip's 'initialized randomly' warnings (they go through the root logger)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def create_clip(model_name: str = EMBEDDED_MODEL_NAME, seed: int | None = None, device="cpu"):
+    """A randomly initialised open_clip model by registered name (RN50, RN50-quickgelu, TCM-RN-tiny, ...)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with _quiet_open_clip():
+        model = open_clip.create_model(model_name, pretrained=None, device=device)
+    model.tcm_model_name = model_name  # remembered for checkpoints and the tokenizer
+    if not isinstance(model.visual, ModifiedResNet):
+        raise ClipInputError(f"{model_name} has a {type(model.visual).__name__} image encoder; tcm-kit needs a "
+                             "ModifiedResNet (RN50 family) for its dense features")
+    return model
+
+
+def build_preprocess(image_size: int = 224) -> Callable:
+    """PIL image -> float tensor (3, S, S): resize the short side, centre crop, OpenAI CLIP normalisation."""
+    return open_clip.image_transform(image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD)
+
+
+def load_clip(clip_weights: str | os.PathLike = "embedded", profile: str = "cpu", device="cpu",
+              progress: bool = True):
+    """-> (model, preprocess, tokenizer): an open_clip ``CLIP`` (ModifiedResNet image encoder) in eval mode.
+
+    clip_weights: "embedded" (the kit's pre-trained tiny CLIP for `profile`, trained on first use and cached),
+    "openai" (open_clip RN50 with OpenAI's weights; needs the internet once) or a path to a checkpoint file.
+    """
+    if isinstance(clip_weights, str) and clip_weights == "embedded":
+        model = _load_embedded(profile, progress)
+    elif isinstance(clip_weights, str) and clip_weights == "openai":
+        model = _load_openai_rn50()
+    elif isinstance(clip_weights, (str, os.PathLike)):
+        model, _ = _load_from_path(Path(clip_weights))
+    else:
+        raise ClipWeightsError(f"clip_weights must be 'embedded', 'openai' or a path, got {clip_weights!r}")
+    model = model.to(device).eval()
+    preprocess = build_preprocess(model.visual.image_size)
+    tokenizer = open_clip.get_tokenizer(model.tcm_model_name, context_length=model.context_length)
+    return model, preprocess, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# "embedded": the kit's checkpoint, keyed by the hash of its pre-training config
+
+
+def embedded_checkpoint_path(profile: str = "cpu") -> Path:
+    """Where load_clip("embedded", profile) caches its checkpoint: data_dir()/clip/<config_hash>.pt."""
+    from tcm_kit.pretrain import PretrainConfig
+    from tcm_kit.utils import config_hash, data_dir
+
+    return data_dir() / "clip" / f"{config_hash(PretrainConfig.for_profile(profile))}.pt"
+
+
+def _load_embedded(profile: str, progress: bool):
+    from tcm_kit.pretrain import PretrainConfig, pretrain
+    from tcm_kit.utils import config_hash
+
+    cfg = PretrainConfig.for_profile(profile)
+    path = embedded_checkpoint_path(profile)
+    if not path.exists():
+        pretrain(cfg, path, progress=progress)
+    try:
+        model, ckpt = _load_from_path(path)
+    except ClipWeightsError as e:
+        raise ClipWeightsError(f"{e}; this is the kit's cached '{profile}' CLIP: delete it to pre-train again") \
+            from None
+    stored = ckpt.get("pretrain_config") if ckpt is not None else None
+    if stored is None or ckpt.get("config_hash") != config_hash(cfg) or config_hash(stored) != config_hash(cfg):
+        raise ClipWeightsError(f"{path} was not built by the '{profile}' pre-training config "
+                               f"(expected config hash {config_hash(cfg)}, found {ckpt and ckpt.get('config_hash')}); "
+                               "it is never reused: delete the file to pre-train again")
+    return model
+
+
+def save_kit_checkpoint(model, path: Path, **extra) -> None:
+    """Write the kit's checkpoint format: {"kind", "model_name", "model_cfg", "state_dict", **extra}, atomically."""
+    name = getattr(model, "tcm_model_name", None)
+    if name is None:
+        raise ClipInputError("save_kit_checkpoint needs a model made by tcm_kit.clip (it records the model name)")
+    ckpt = {"kind": CHECKPOINT_KIND, "model_name": name, "model_cfg": open_clip.get_model_config(name),
+            "state_dict": model.state_dict(), **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# "openai": RN50 by name, failing fast without the internet
+
+
+def _reachable(hosts, timeout: float) -> bool:
+    """True when a TCP connection to any of hosts:443 opens within `timeout` seconds (DNS included, in parallel)."""
+    ok = threading.Event()
+
+    def probe(host):
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                ok.set()
+        except OSError:
+            pass
+
+    for h in hosts:
+        threading.Thread(target=probe, args=(h,), daemon=True).start()
+    return ok.wait(timeout)
+
+
+def _cached_openai_rn50() -> Path | None:
+    """OpenAI RN50 weights already downloaded by open_clip (its URL cache or the Hugging Face cache), if any."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg("RN50-quickgelu", "openai")
+    url_file = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+    if url_file.is_file():
+        return url_file
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo = cfg["hf_hub"].rstrip("/")
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
+    return None
+
+
+def _load_openai_rn50(timeout: float = 3.0):
+    cached = _cached_openai_rn50()
+    if cached is not None:
+        return _load_from_path(cached)[0]
+    how = ("Download RN50.pt once where the internet is reachable (open_clip.create_model('RN50', "
+           "pretrained='openai') caches it, or fetch https://openaipublic.azureedge.net/clip/models/"
+           "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt) and pass its path: "
+           "load_clip(clip_weights='/path/to/RN50.pt').")
+    if os.environ.get("HF_HUB_OFFLINE") or not _reachable(OPENAI_RN50_URL_HOSTS, timeout):
+        raise ClipWeightsError(f"clip_weights='openai' needs the internet to download RN50 weights and none of "
+                               f"{', '.join(OPENAI_RN50_URL_HOSTS)} is reachable. {how}")
+    try:
+        with _quiet_open_clip():
+            model = open_clip.create_model("RN50-quickgelu", pretrained="openai")
+    except Exception as e:  # network or cache failure: one clear error
+        raise ClipWeightsError(f"downloading OpenAI RN50 weights failed ({e}). {how}") from e
+    model.tcm_model_name = "RN50-quickgelu"
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a path: OpenAI TorchScript archive, plain state dict (open_clip / OpenAI layout) or the kit's own checkpoint
+
+_EXPECTED = ("an OpenAI RN50.pt TorchScript archive, a state dict (.pt/.pth/.bin/.safetensors) of an open_clip or "
+             "OpenAI CLIP with a ModifiedResNet image encoder, or a tcm-kit CLIP checkpoint")
+
+
+def load_state_dict_file(path: Path) -> tuple[dict, dict | None]:
+    """Read a checkpoint file -> (state_dict with open_clip's CLIP keys, the kit checkpoint dict or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipWeightsError(f"CLIP checkpoint not found: {path} (expected {_EXPECTED})")
+    kit = None
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        elif _is_torchscript(path):
+            with warnings.catch_warnings():  # torch >= 2.9 flags torch.jit as deprecated; OpenAI ships it
+                warnings.simplefilter("ignore", FutureWarning)
+                obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ClipWeightsError(f"cannot read CLIP checkpoint {path}: {type(e).__name__}: {e} "
+                               f"(expected {_EXPECTED})") from e
+    if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
+        kit = obj
+        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ClipWeightsError(f"{path} holds no state dict of tensors (expected {_EXPECTED})")
+    return _to_open_clip_layout(obj), kit
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zips holding code/ and constants.pkl (plain torch.save zips have data.pkl only)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _to_open_clip_layout(sd: dict) -> dict:
+    """Strip DataParallel 'module.' prefixes, OpenAI archive metadata, and CustomTextCLIP's 'text.' prefix."""
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if k not in _JIT_EXTRA_KEYS}
+    if "text.token_embedding.weight" in sd:  # CustomTextCLIP layout -> CLIP layout
+        sd = {(k[len("text."):] if k.startswith("text.") else k): v for k, v in sd.items()}
+    return sd
+
+
+def _infer_arch(sd: dict) -> dict:
+    """Architecture numbers readable from a ModifiedResNet CLIP state dict's keys and shapes."""
+    try:
+        layers = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)]
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        return {
+            "embed_dim": sd["text_projection"].shape[1],
+            "vision_layers": layers,
+            "vision_width": sd["visual.layer1.0.conv1.weight"].shape[0],
+            "image_size": grid * 32,
+            "context_length": sd["positional_embedding"].shape[0],
+            "vocab_size": sd["token_embedding.weight"].shape[0],
+            "text_width": sd["ln_final.weight"].shape[0],
+            "text_layers": len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+        }
+    except (KeyError, IndexError, AttributeError) as e:
+        raise ClipWeightsError(f"not a CLIP with a ModifiedResNet image encoder: key {e} is missing") from None
+
+
+def _arch_of_config(cfg: dict) -> dict:
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    return {"embed_dim": cfg["embed_dim"], "vision_layers": list(v["layers"]), "vision_width": v.get("width", 64),
+            "image_size": v.get("image_size", 224), "context_length": t.get("context_length", 77),
+            "vocab_size": t.get("vocab_size", 49408), "text_width": t.get("width", 512),
+            "text_layers": t.get("layers", 12)}
+
+
+def _match_model_name(arch: dict) -> str:
+    """The registered open_clip config matching `arch`: the embedded one, or an RN*-quickgelu (OpenAI weights)."""
+    candidates = [EMBEDDED_MODEL_NAME] + [n for n in open_clip.list_models()
+                                          if n.startswith("RN") and n.endswith("-quickgelu")]
+    for name in candidates:
+        cfg = open_clip.get_model_config(name)
+        if isinstance(cfg["vision_cfg"].get("layers"), (list, tuple)) and _arch_of_config(cfg) == arch:
+            return name
+    raise ClipWeightsError(f"no registered open_clip ModifiedResNet config matches this checkpoint's architecture "
+                           f"{arch}; known: {candidates}")
+
+
+def load_into(model, sd: dict, source: str = "state dict") -> None:
+    """Strict load: every model key must be in `sd` with its shape and nothing else; else one clear error.
+
+    The only tolerated gap is BatchNorm's ``num_batches_tracked`` counters (not weights; some exports drop them).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in expected]
+    bad_shape = [f"{k}: {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                 if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or bad_shape:
+        def show(xs):
+            return f"{len(xs)} {xs[:12]}{' ...' if len(xs) > 12 else ''}"
+
+        raise ClipWeightsError(f"{source} does not fit {getattr(model, 'tcm_model_name', 'the model')}: "
+                               f"missing keys {show(missing)}; unexpected keys {show(unexpected)}; "
+                               f"shape mismatches {show(bad_shape)}")
+    full = {k: sd.get(k, expected[k]) for k in expected}
+    model.load_state_dict(full, strict=True)  # copies (and casts fp16 OpenAI tensors to the model's fp32)
+
+
+def _load_from_path(path: Path):
+    sd, kit = load_state_dict_file(path)
+    name = kit["model_name"] if kit is not None else _match_model_name(_infer_arch(sd))
+    if kit is not None and open_clip.get_model_config(name) != kit.get("model_cfg"):
+        raise ClipWeightsError(f"{path} was saved for a different '{name}' architecture than the one registered now "
+                               f"({kit.get('model_cfg')} vs {open_clip.get_model_config(name)})")
+    model = create_clip(name)
+    load_into(model, sd, source=str(path))
+    return model, kit
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dense features and the text encoder fed with embeddings
+
+
+def interpolate_pos_embed(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Attention-pool positional embedding (1 + g*g, C) -> (1 + h*w, C), bicubic on the g x g grid."""
+    g = round((pos.shape[0] - 1) ** 0.5)
+    if (h, w) == (g, g):
+        return pos
+    cls, grid = pos[:1], pos[1:]  # (1, C), (g*g, C)
+    grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, C, g, g)
+    grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False).to(pos.dtype)
+    return torch.cat([cls, grid.flatten(2)[0].T], dim=0)  # (1 + h*w, C)
+
+
+def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
+
+    The same computation as AttentionPool2d.forward (mean token + positional embedding, full attention) with the
+    positional embedding interpolated to (h, w); every spatial token also goes through v_proj then c_proj.
+    """
+    B, C, h, w = x.shape
+    x = x.reshape(B, C, h * w).permute(2, 0, 1)  # (hw, B, C)
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # (1+hw, B, C)
+    x = x + interpolate_pos_embed(pool.positional_embedding, h, w)[:, None, :].to(x.dtype)  # (1+hw, B, C)
+    pooled, _ = F.multi_head_attention_forward(
+        query=x, key=x, value=x, embed_dim_to_check=C, num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True, training=pool.training, need_weights=False,
+    )  # (1+hw, B, D)
+    v = pool.c_proj(pool.v_proj(x[1:]))  # (hw, B, D)
+    dense = v.permute(1, 2, 0).reshape(B, -1, h, w)  # (B, D, h, w)
+    return dense, pooled[0]
+
+
+def dense_features(model, images: torch.Tensor) -> DenseFeatures:
+    """images (B, 3, H, W), H and W divisible by 32, normalised with CLIP_MEAN/CLIP_STD -> DenseFeatures."""
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, ModifiedResNet):
+        raise ClipInputError(f"dense_features needs a CLIP with a ModifiedResNet image encoder, got "
+                             f"{type(visual).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ClipInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    H, W = images.shape[-2:]
+    if H % 32 or W % 32:
+        raise ClipInputError(f"image size {H}x{W} is not divisible by 32")
+    x = visual.stem(images)  # (B, w, H/4, W/4)
+    s1 = visual.layer1(x)  # (B, 4w, H/4, W/4)
+    s2 = visual.layer2(s1)  # (B, 8w, H/8, W/8)
+    s3 = visual.layer3(s2)  # (B, 16w, H/16, W/16)
+    s4 = visual.layer4(s3)  # (B, 32w, H/32, W/32)
+    emb, glob = attnpool_dense(visual.attnpool, s4)  # (B, D, H/32, W/32), (B, D)
+    return DenseFeatures([s1, s2, s3, s4], emb, glob)
+
+
+def eot_index(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens (B, L) from the CLIP tokenizer -> (B,) position of the end-of-text token (the largest id)."""
+    return tokens.argmax(dim=-1)
+
+
+def encode_text_from_embeddings(model, token_embeddings: torch.Tensor, eot_idx: torch.Tensor) -> torch.Tensor:
+    """The text transformer fed token embeddings (B, L, D) instead of ids -> (B, C), C the joint-space width.
+
+    Same as model.encode_text(ids) when token_embeddings = model.token_embedding(ids) and eot_idx = eot_index(ids).
+    L may be shorter than the model's context length (positional embedding and causal mask are cut to L).
+    """
+    B, L, D = token_embeddings.shape
+    if L > model.context_length or D != model.positional_embedding.shape[1]:
+        raise ClipInputError(f"token embeddings {tuple(token_embeddings.shape)} do not fit a text encoder of "
+                             f"context {model.context_length} and width {model.positional_embedding.shape[1]}")
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = token_embeddings.to(cast_dtype) + model.positional_embedding[:L].to(cast_dtype)  # (B, L, D)
+    x = model.transformer(x, attn_mask=model.attn_mask[:L, :L])  # (B, L, D), causal
+    x = model.ln_final(x)  # (B, L, D)
+    x = x[torch.arange(B, device=x.device), eot_idx.to(x.device)]  # (B, D)
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection  # (B, C)
