@@ -1,0 +1,233 @@
+"""TCM: CLIP image encoder -> prompts -> instance-language matching score map -> multi-scale features for a head.
+
+Also `Backbone`, the baseline without the language side (CLIP image stages only, or random init for
+dbnet-scratch). Both return an object with `.features` (4 maps, strides 4, 8, 16, 32) and have `out_channels`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tcm_kit.clip import dense_features
+from tcm_kit.losses import ilm_aux_loss
+from tcm_kit.prompts import ContextDecoder, LanguagePromptGenerator, PromptLearner, VisualPromptGenerator
+
+TEXT_TOWER = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection")
+
+
+class TCMConfigError(ValueError):
+    """Inconsistent TCM / backbone options."""
+
+
+@dataclass
+class TCMOutput:
+    features: list[torch.Tensor]  # 4 maps (B,C_i,H/s,W/s), s = 4, 8, 16, 32; the last has +K channels if score_map
+    score_logits: torch.Tensor | None = None  # (B,K,h,w) cosine/τ
+    score_map: torch.Tensor | None = None  # (B,K,h,w) P = sigmoid(score_logits)
+
+
+@dataclass
+class BackboneOutput:
+    features: list[torch.Tensor]  # 4 maps, strides 4, 8, 16, 32
+
+
+def _stage_widths(visual: nn.Module) -> list[int]:
+    """Output channels of the ModifiedResNet's 4 stages (the last conv of each stage's last block)."""
+    return [layer[-1].conv3.out_channels for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4)]
+
+
+class Backbone(nn.Module):
+    """The CLIP image encoder's 4 stages only (no attention pooling, no language side): the `dbnet` baseline.
+
+    scratch=True re-initialises all weights (Kaiming convs, unit BN) for `dbnet-scratch`; the given CLIP is not
+    touched in that case (its visual tower is copied first). Otherwise the modules are shared with `clip`
+    (pass a copy, as `build_detector` does, if the CLIP is used elsewhere).
+    """
+
+    def __init__(self, clip: nn.Module, scratch: bool = False):
+        super().__init__()
+        v = copy.deepcopy(clip.visual) if scratch else clip.visual
+        if not all(hasattr(v, n) for n in ("layer1", "layer2", "layer3", "layer4", "conv1")):
+            raise TCMConfigError("Backbone needs a CLIP with a ModifiedResNet visual tower")
+        self.stem = nn.Sequential(v.conv1, v.bn1, v.act1, v.conv2, v.bn2, v.act2, v.conv3, v.bn3, v.act3, v.avgpool)
+        self.layers = nn.ModuleList([v.layer1, v.layer2, v.layer3, v.layer4])
+        self._out_channels = _stage_widths(v)
+        self.scratch = scratch
+        if scratch:
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+                m.reset_running_stats()
+
+    @property
+    def out_channels(self) -> list[int]:
+        return list(self._out_channels)
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        x = self.stem(images)  # (B,w,H/4,W/4)
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return BackboneOutput(feats)
+
+
+class TCM(nn.Module):
+    """Turning a CLIP model into a scene text detector's backbone (Yu et al., CVPR 2023).
+
+    forward(images (B,3,H,W)) -> TCMOutput:
+      1. CLIP image encoder, attention pool applied densely: stages (strides 4..32), pixel embeddings I (B,C,h,w),
+         global feature Ī (B,C).
+      2. text embeddings t (B,K,C): prompt [SOT, c_1..c_n, "Text", EOT] through the frozen text encoder, with the
+         language prompt generator's cue cc(Ī) added to each prompt token (language_prompt=True).
+      3. optional context decoder (text side): t += γ ⊙ dec(t, [Ī; I]).
+      4. visual prompt generator (visual_prompt=True): Î = I + γ_v·dec(I, t).
+      5. cos = <Î/|Î|, t/|t|> (B,K,h,w); logits = cos/τ; P = sigmoid(logits).
+      6. features = stages, with the raw cosine map concatenated to the stride-32 map when score_map=True
+         (as the authors' code: no τ, no sigmoid).
+    aux_loss(out, prob, prob_mask) is λ·L_aux (see tcm_kit.losses.ilm_aux_loss; "ohem" = the code, "bce" = paper).
+
+    The text tower (transformer, token_embedding, positional_embedding, ln_final, text_projection) is frozen and
+    always kept in eval mode; the image encoder (incl. its attention pool) trains, except the attention pool's
+    query/key projections when nothing uses the global feature (language_prompt=False, context_decoder=False).
+    Every trainable parameter gets a gradient from forward + aux_loss (safe for DDP without unused-parameter
+    search), as long as the score map or the aux loss is used.
+    When the prompt does not depend on the image (language_prompt=False and context_decoder=False) the text
+    embedding is computed once per batch (1,K,C) and broadcast; in eval mode it is also cached across forwards
+    (with the context decoder on, the cached part is the prompt encoder's output, before the per-image decoder).
+    The cache is dropped on train()/eval(), load_state_dict() and device/dtype moves.
+    """
+
+    def __init__(self, clip: nn.Module, *, learnable_prompt: bool = True, language_prompt: bool = True,
+                 visual_prompt: bool = True, context_decoder: bool = False, score_map: bool = True,
+                 prompt: str | Sequence[str] = "Text", n_ctx: int = 4, tau: float = 0.07, aux_weight: float = 1.0,
+                 aux_loss: str = "ohem", tokenizer: Callable | None = None, decoder_width: int = 256,
+                 decoder_layers: int = 3, decoder_heads: int = 4, decoder_dropout: float = 0.1):
+        super().__init__()
+        if aux_loss not in ("ohem", "bce"):
+            raise TCMConfigError(f"aux_loss must be 'ohem' or 'bce', got {aux_loss!r}")
+        if tau <= 0:
+            raise TCMConfigError(f"tau must be > 0, got {tau}")
+        if not hasattr(clip, "visual") or not hasattr(clip.visual, "attnpool"):
+            raise TCMConfigError("TCM needs an open_clip CLIP with a ModifiedResNet visual tower (attention pool)")
+        self.clip = clip
+        self.learnable_prompt, self.language_prompt = learnable_prompt, language_prompt
+        self.visual_prompt, self.context_decoder_on = visual_prompt, context_decoder
+        self.use_score_map, self.tau, self.aux_weight, self.aux_mode = score_map, tau, aux_weight, aux_loss
+
+        proj = clip.text_projection
+        C = int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])  # joint embedding width
+        D = int(clip.token_embedding.weight.shape[1])  # token width
+        self.embed_dim = C
+        self._freeze_text_tower()
+        self.prompt_learner = PromptLearner(clip, prompt, n_ctx=n_ctx, learnable=learnable_prompt,
+                                            tokenizer=tokenizer)
+        dec = dict(width=decoder_width, layers=decoder_layers, heads=decoder_heads, dropout=decoder_dropout)
+        self.lpg = LanguagePromptGenerator(C, D) if language_prompt else None
+        self.context_decoder = ContextDecoder(C, **dec) if context_decoder else None
+        self.vpg = VisualPromptGenerator(C, **dec) if visual_prompt else None
+        if self.image_independent_prompt:
+            # the pooled global feature feeds only the LPG and the context decoder; without them the attention
+            # pool's query/key projections get no gradient: freeze them (DDP needs no unused trainable params)
+            clip.visual.attnpool.q_proj.requires_grad_(False)
+            clip.visual.attnpool.k_proj.requires_grad_(False)
+        self._stage_channels = _stage_widths(clip.visual)
+        self._text_cache: torch.Tensor | None = None
+
+    # --- frozen text tower -------------------------------------------------------------------------------
+    def _text_modules(self) -> list[nn.Module]:
+        return [getattr(self.clip, n) for n in TEXT_TOWER if isinstance(getattr(self.clip, n, None), nn.Module)]
+
+    def _freeze_text_tower(self) -> None:
+        for n in TEXT_TOWER:
+            obj = getattr(self.clip, n, None)
+            if isinstance(obj, nn.Module):
+                obj.requires_grad_(False)
+            elif isinstance(obj, nn.Parameter):
+                obj.requires_grad_(False)
+        for n in ("logit_scale", "logit_bias"):  # unused by TCM: frozen so DDP sees no unused trainable params
+            p = getattr(self.clip, n, None)
+            if isinstance(p, nn.Parameter):
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "TCM":
+        super().train(mode)
+        for m in self._text_modules():
+            m.eval()
+        self._text_cache = None
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        self._text_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._text_cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    # --- interface ---------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.prompt_learner.num_prompts
+
+    @property
+    def image_independent_prompt(self) -> bool:
+        return self.lpg is None and self.context_decoder is None
+
+    @property
+    def out_channels(self) -> list[int]:
+        ch = list(self._stage_channels)
+        if self.use_score_map:
+            ch[3] += self.num_classes
+        return ch
+
+    def text_embeddings(self, global_feat: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,K,C) with the language prompt generator, else (1,K,C) (cached in eval mode)."""
+        if self.lpg is not None:
+            return self.prompt_learner(self.clip, self.lpg(global_feat))  # (B,K,C)
+        if not self.training and self._text_cache is not None:
+            return self._text_cache
+        text = self.prompt_learner(self.clip)  # (1,K,C)
+        if not self.training:
+            self._text_cache = text.detach()
+        return text
+
+    def forward(self, images: torch.Tensor) -> TCMOutput:
+        dense = dense_features(self.clip, images)
+        visual, global_feat = dense.visual_embeddings, dense.global_feat  # (B,C,h,w), (B,C)
+        B = visual.shape[0]
+        text = self.text_embeddings(global_feat)  # (B or 1,K,C)
+        text = text.expand(B, -1, -1) if text.shape[0] != B else text  # (B,K,C)
+        if self.context_decoder is not None:
+            text = self.context_decoder(text, global_feat, visual)
+        if self.vpg is not None:
+            visual = self.vpg(visual, text)  # Î
+        cos = torch.einsum("bchw,bkc->bkhw", F.normalize(visual, dim=1), F.normalize(text, dim=2))  # (B,K,h,w)
+        feats = list(dense.stages)
+        if self.use_score_map:
+            feats[3] = torch.cat([feats[3], cos.to(feats[3].dtype)], dim=1)  # C5 + K channels
+        logits = cos / self.tau
+        return TCMOutput(features=feats, score_logits=logits, score_map=torch.sigmoid(logits))
+
+    def aux_loss(self, out: TCMOutput | dict, prob: torch.Tensor, prob_mask: torch.Tensor,
+                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """λ·L_aux: score logits vs the DB shrink map (B,H,W) ("ohem") or the stride-32 text mask ("bce").
+
+        `out` is this module's TCMOutput or a dict holding "score_logits" (a Detector's output)."""
+        logits = out["score_logits"] if isinstance(out, dict) else out.score_logits  # (B,K,h,w)
+        if self.aux_weight == 0:
+            return logits.sum() * 0.0
+        return self.aux_weight * ilm_aux_loss(logits, prob, prob_mask, mode=self.aux_mode, text_mask=text_mask)

@@ -1,0 +1,184 @@
+"""DBNet plug-in: neck, head, losses, post-processing, Detector and build_detector (tiny model, seconds)."""
+import cv2
+import numpy as np
+import open_clip
+import pytest
+import torch
+from shapely.geometry import Polygon
+
+from tcm_kit.data.formats import Instance
+from tcm_kit.data.targets import db_targets, fill_polygons, shrink_polygon
+from tcm_kit.heads.db import (DBHead, DBLoss, DBNeck, DBPostprocess, DetectorError, build_detector,
+                              db_postprocess)
+from tcm_kit.losses import LossInputError, balanced_bce_ohem, dice_loss, masked_l1
+
+torch.set_num_threads(1)
+
+
+def tiny_clip(seed=0):
+    """A tiny open_clip CLIP (ModifiedResNet); residual BNs set to 1 as in a pre-trained model."""
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(
+        embed_dim=64,
+        vision_cfg=open_clip.model.CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, head_width=32, image_size=64),
+        text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
+    for name, m in model.visual.named_modules():
+        if name.endswith("bn3") and isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    return model
+
+
+def images(b=2, size=64, seed=0):
+    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def targets(b=2, size=64):
+    """DB targets for one synthetic rectangle per image, as (B,H,W) tensors."""
+    maps = []
+    for i in range(b):
+        x0, y0 = 8 + 6 * i, 12 + 4 * i
+        poly = np.array([[x0, y0], [x0 + 40, y0], [x0 + 40, y0 + 24], [x0, y0 + 24]], np.float32)
+        maps.append(db_targets([Instance(poly, "txt", False)], size, size))
+    return {k: torch.from_numpy(np.stack([m[k] for m in maps])) for k in maps[0]}
+
+
+def iou(a, b):
+    pa, pb = Polygon(a), Polygon(b)
+    return pa.intersection(pb).area / pa.union(pb).area
+
+
+# ------------------------------------------------------------------------------------------------ neck + head
+
+def test_neck_and_head_shapes():
+    torch.manual_seed(0)
+    feats = [torch.randn(2, c, 32 // s, 32 // s) for c, s in zip((8, 16, 32, 65), (1, 2, 4, 8))]  # strides 4..32
+    neck = DBNeck([8, 16, 32, 65])
+    fused = neck(feats)
+    assert fused.shape == (2, 256, 32, 32) and neck.laterals[0].out_channels == 256
+    assert [c.out_channels for c in neck.smooth] == [64] * 4
+    head = DBHead(256).train()
+    out = head(fused)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, 128, 128) for k in
+                                                          ("prob_logits", "prob", "thresh", "binary")}
+    torch.testing.assert_close(out["binary"], torch.sigmoid(50 * (out["prob"] - out["thresh"])))
+    torch.testing.assert_close(out["prob"], torch.sigmoid(out["prob_logits"]))
+    assert set(head.eval()(fused)) == {"prob_logits", "prob"}  # inference needs P only
+    with pytest.raises(DetectorError):
+        DBNeck([8, 16, 32])
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+def test_balanced_bce_ohem_keeps_hardest_negatives():
+    target = torch.zeros(1, 1, 10)
+    target[..., 0] = 1.0
+    logits = torch.full((1, 1, 10), -10.0)  # easy negatives
+    logits[..., 0] = 0.0  # positive: loss log 2
+    logits[..., 1:4] = torch.tensor([3.0, 2.0, 1.0])  # the 3 hardest negatives
+    mask = torch.ones_like(target)
+    sp = torch.nn.functional.softplus
+    expected = (sp(torch.tensor(0.0)) + sp(torch.tensor([3.0, 2.0, 1.0])).sum()) / 4
+    torch.testing.assert_close(balanced_bce_ohem(logits, target, mask), expected, rtol=1e-5, atol=1e-5)
+    mask[..., 1] = 0.0  # a don't-care pixel is never mined
+    expected = (sp(torch.tensor(0.0)) + sp(torch.tensor([2.0, 1.0, -10.0])).sum()) / 4
+    torch.testing.assert_close(balanced_bce_ohem(logits, target, mask), expected, rtol=1e-5, atol=1e-5)
+    assert balanced_bce_ohem(logits, torch.zeros_like(target), torch.ones_like(target)) > 0  # no text still learns
+    with pytest.raises(LossInputError):
+        balanced_bce_ohem(logits, target[..., :5], mask)
+
+
+def test_dice_and_masked_l1():
+    g = (torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    m = torch.ones_like(g)
+    assert dice_loss(g, g, m).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(1 - g, g, m).item() == pytest.approx(1.0, abs=1e-6)
+    pred, tgt = torch.zeros(1, 2, 2), torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])
+    assert masked_l1(pred, tgt, torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])).item() == pytest.approx(2.0, rel=1e-5)
+
+
+def test_db_loss_weights_and_parts():
+    torch.manual_seed(0)
+    t = targets()
+    maps = DBHead(16).train()(torch.randn(2, 16, 16, 16))
+    parts = DBLoss()(maps, t)
+    assert set(parts) == {"loss", "loss_prob", "loss_thresh", "loss_binary"}
+    torch.testing.assert_close(parts["loss"], 5 * parts["loss_prob"] + 10 * parts["loss_thresh"] +
+                               parts["loss_binary"])
+    with pytest.raises(DetectorError):
+        DBLoss()(maps, {"prob": t["prob"]})
+
+
+# ------------------------------------------------------------------------------------------------ post-processing
+
+@pytest.mark.parametrize("poly", [
+    np.array([[20, 30], [80, 30], [80, 70], [20, 70]], np.float32),  # axis-aligned rectangle
+    cv2.boxPoints(((64, 64), (80, 30), 15)).astype(np.float32),  # rotated quad
+])
+def test_postprocess_recovers_shrunk_region(poly):
+    prob = fill_polygons(np.zeros((128, 128), np.float32), [shrink_polygon(poly, 0.4)], 1.0)  # a perfect P
+    quads = db_postprocess(prob)
+    assert len(quads) == 1
+    quad, score = quads[0]
+    assert quad.shape == (4, 2) and quad.dtype == np.float32 and score == pytest.approx(1.0)
+    assert iou(quad, poly) > 0.9
+    assert quad[0].sum() == quad.sum(1).min()  # starts top-left
+    polys = db_postprocess(prob, polygon=True)
+    assert len(polys) == 1 and len(polys[0][0]) >= 4 and iou(polys[0][0], poly) > 0.9
+    scaled = db_postprocess(prob, scale=(2.0, 0.5))[0][0]
+    np.testing.assert_allclose(scaled, quad * [2.0, 0.5], rtol=1e-5)
+
+
+def test_postprocess_thresholds_and_min_size():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:30, 10:40] = 0.5  # above thresh 0.3, below box_thresh 0.6
+    prob[45:47, 10:40] = 0.9  # 2 px tall: below min_size 3
+    assert db_postprocess(prob) == []
+    assert len(db_postprocess(prob, box_thresh=0.4)) == 1
+    assert len(db_postprocess(prob, box_thresh=0.4, min_size=0)) == 2
+    assert len(DBPostprocess(box_thresh=0.4, max_candidates=1)(prob)) <= 1
+    with pytest.raises(DetectorError):
+        db_postprocess(np.zeros((1, 8, 8)))
+
+
+# ------------------------------------------------------------------------------------------------ detector
+
+def test_detector_outputs_and_predict():
+    clip = tiny_clip()
+    det = build_detector("tcm-dbnet", clip).train()
+    out = det(images())
+    assert out["prob"].shape == out["thresh"].shape == out["binary"].shape == (2, 64, 64)
+    assert out["score_logits"].shape == out["score_map"].shape == (2, 1, 2, 2)
+    parts = det.loss(out, targets())
+    assert {"loss", "loss_prob", "loss_thresh", "loss_binary", "loss_aux"} <= set(parts)
+    torch.testing.assert_close(parts["loss"], 5 * parts["loss_prob"] + 10 * parts["loss_thresh"] +
+                               parts["loss_binary"] + parts["loss_aux"])
+    preds = det.predict(images(), scale=[1.0, (2.0, 2.0)], box_thresh=0.0, thresh=0.0, min_size=0)
+    assert det.training and len(preds) == 2  # predict restores the mode
+    assert all(isinstance(p, np.ndarray) and p.shape[1] == 2 and isinstance(s, float) for r in preds for p, s in r)
+    base = build_detector("dbnet", clip).eval()
+    out = base(images())
+    assert set(out) == {"prob_logits", "prob"}
+    with pytest.raises(DetectorError):
+        base(images(size=48))
+    with pytest.raises(DetectorError):
+        build_detector("pan", clip)
+    with pytest.raises(DetectorError):
+        build_detector("dbnet", clip, visual_prompt=False)
+
+
+def test_tcm_dbnet_loss_falls_on_a_tiny_batch():
+    clip = tiny_clip()
+    t = targets()  # 2 images 64x64, one rectangle each
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=g) * 0.3 + 1.5 * (t["prob"] > 0)[:, None].float()
+    torch.manual_seed(0)
+    det = build_detector("tcm-dbnet", clip).train()
+    opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(25):
+        parts = det.loss(det(x), t)
+        opt.zero_grad()
+        parts["loss"].backward()
+        opt.step()
+        losses.append(parts["loss"].item())
+    assert min(losses[-5:]) < 0.5 * losses[0]

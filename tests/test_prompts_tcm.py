@@ -1,0 +1,251 @@
+"""TCM's prompt side and backbone on a tiny open_clip CLIP (seconds on CPU)."""
+import copy
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+import tcm_kit.prompts as prompts_mod
+from tcm_kit.data.formats import Instance
+from tcm_kit.data.targets import db_targets
+from tcm_kit.heads.db import Detector, build_detector
+from tcm_kit.prompts import (ContextDecoder, LanguagePromptGenerator, PromptError, PromptLearner,
+                             VisualPromptGenerator)
+from tcm_kit.tcm import TCM, TEXT_TOWER, Backbone, TCMConfigError
+
+torch.set_num_threads(1)
+
+C, D, L = 64, 32, 16  # joint width, token width, context length of the tiny CLIP
+
+
+def tiny_clip(seed=0):
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(
+        embed_dim=C,
+        vision_cfg=open_clip.model.CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, head_width=32, image_size=64),
+        text_cfg=open_clip.model.CLIPTextCfg(context_length=L, vocab_size=49408, width=D, heads=2, layers=1))
+    # open_clip zero-initialises each residual block's last BN (so a fresh block is the identity and its convs
+    # get no gradient); a pre-trained CLIP has non-zero ones, which is what the detector starts from.
+    for name, m in model.visual.named_modules():
+        if name.endswith("bn3") and isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    return model
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return tiny_clip().eval()
+
+
+def images(b=2, size=64, seed=0):
+    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def targets(b=2, size=64):
+    """DB targets for one synthetic rectangle per image, as (B,H,W) tensors."""
+    maps = []
+    for i in range(b):
+        x0, y0 = 8 + 6 * i, 12 + 4 * i
+        poly = np.array([[x0, y0], [x0 + 40, y0], [x0 + 40, y0 + 24], [x0, y0 + 24]], np.float32)
+        maps.append(db_targets([Instance(poly, "txt", False)], size, size))
+    return {k: torch.from_numpy(np.stack([m[k] for m in maps])) for k in maps[0]}
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+def test_fixed_prompt_equals_clip_encode_text(clip):
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=L)
+    pl = PromptLearner(clip, "Text", learnable=False)
+    assert pl.ctx is None and pl.eot_idx.tolist() == [2]
+    with torch.no_grad():
+        ours = pl(clip)  # (1,1,C)
+        ref = clip.encode_text(tok(["Text"]))  # (1,C)
+    assert ours.shape == (1, 1, C)
+    torch.testing.assert_close(ours[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_learnable_prompt_layout_and_shapes(clip):
+    pl = PromptLearner(clip, "many arbitrary-shape text instances.", n_ctx=4)
+    assert pl.ctx.shape == (4, D) and 0.005 < pl.ctx.std().item() < 0.05
+    x = pl.token_embeddings(clip)  # (1,K,L,D)
+    assert x.shape == (1, 1, L, D)
+    n_words = int(pl.eot_idx[0]) - 1 - 4
+    torch.testing.assert_close(x[0, 0, 1:5], pl.ctx.detach())  # context right after SOT
+    sot_eot = clip.token_embedding.weight[[49406, 49407]]
+    torch.testing.assert_close(x[0, 0, 0], sot_eot[0])
+    torch.testing.assert_close(x[0, 0, 5 + n_words], sot_eot[1])  # EOT after the words
+    cue = torch.randn(3, D)
+    xc = pl.token_embeddings(clip, cue)  # (3,1,L,D)
+    diff = (xc - x).abs().sum(-1)[:, 0]  # (3,L): where the cue was added
+    assert (diff[:, 1:5 + n_words] > 0).all() and (diff[:, 0] == 0).all() and (diff[:, 5 + n_words:] == 0).all()
+    assert pl(clip, cue).shape == (3, 1, C)
+
+
+def test_several_prompts_and_bad_prompts(clip):
+    pl = PromptLearner(clip, ["Text", "a photo of text"], n_ctx=2)
+    assert pl(clip).shape == (1, 2, C) and pl.eot_idx.tolist() == [4, 7]
+    with pytest.raises(PromptError):
+        PromptLearner(clip, "word " * 12, n_ctx=4)  # does not fit 16 tokens
+    with pytest.raises(PromptError):
+        PromptLearner(clip, "  ")
+
+
+def test_generators_shapes_and_gamma_init():
+    torch.manual_seed(0)
+    assert LanguagePromptGenerator(C, D)(torch.randn(2, C)).shape == (2, D)
+    vpg = VisualPromptGenerator(C).eval()
+    vis, text = torch.randn(2, C, 3, 4), torch.randn(2, 1, C)
+    out = vpg(vis, text)
+    assert out.shape == vis.shape and vpg.gamma.shape == () and vpg.gamma.item() == pytest.approx(1e-3)
+    assert 0 < (out - vis).abs().max() < 0.1  # a small residual at init
+    assert len(vpg.decoder.layers) == 3 and vpg.decoder.layers[0].self_attn.num_heads == 4
+    assert vpg.decoder.layers[0].mlp[0].out_features == 1024
+    cd = ContextDecoder(C).eval()
+    t = cd(text, torch.randn(2, C), vis)
+    assert t.shape == (2, 1, C) and cd.gamma.shape == (C,)
+    torch.testing.assert_close(cd.gamma.detach(), torch.full((C,), 1e-3))
+
+
+# ------------------------------------------------------------------------------------------------ TCM
+
+def test_tcm_forward_shapes(clip):
+    tcm = TCM(copy.deepcopy(clip), context_decoder=True).train()
+    out = tcm(images())
+    assert [tuple(f.shape) for f in out.features] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4),
+                                                      (2, 513, 2, 2)]
+    assert tcm.out_channels == [64, 128, 256, 513] == [f.shape[1] for f in out.features]
+    assert out.score_logits.shape == out.score_map.shape == (2, 1, 2, 2)
+    cos = out.features[3][:, -1:]  # the raw cosine map concatenated to C5
+    assert cos.abs().max() <= 1 + 1e-5
+    torch.testing.assert_close(out.score_logits, cos / 0.07)
+    torch.testing.assert_close(out.score_map, torch.sigmoid(out.score_logits))
+
+
+def test_text_encoder_frozen_image_encoder_trained(clip):
+    det = build_detector("tcm-dbnet", clip, context_decoder=True)
+    tcm = det.backbone
+    text_params = [p for n in TEXT_TOWER for p in
+                   (getattr(tcm.clip, n).parameters() if isinstance(getattr(tcm.clip, n), torch.nn.Module)
+                    else [getattr(tcm.clip, n)])]
+    assert text_params and not any(p.requires_grad for p in text_params)
+    det.train()
+    assert not tcm.clip.transformer.training and tcm.clip.visual.training
+    text_before = [p.detach().clone() for p in text_params]
+    vis_before = [p.detach().clone() for p in tcm.clip.visual.parameters()]
+    opt = torch.optim.Adam([p for p in det.parameters() if p.requires_grad], lr=1e-3)
+    loss = det.loss(det(images()), targets())["loss"]
+    loss.backward()
+    assert all(p.grad is None for p in text_params)
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(text_before, text_params))
+    changed = [not torch.equal(a, b) for a, b in zip(vis_before, tcm.clip.visual.parameters())]
+    assert sum(changed) >= 0.9 * len(changed)
+
+
+def test_gradient_reaches_every_trainable_part(clip):
+    torch.manual_seed(0)
+    det = build_detector("tcm-dbnet", clip, context_decoder=True).train()
+    det.loss(det(images()), targets())["loss"].backward()
+    no_grad = [n for n, p in det.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    # with K = 1 prompt, cross-attention over a single text token has constant weights, so the norm that only
+    # feeds the VPG's cross-attention queries gets no gradient (true of TCM's design, not a wiring bug)
+    assert [n for n in no_grad if ".ln_2." not in n] == []
+    assert all(n.startswith("backbone.vpg.") for n in no_grad)
+    named = dict(det.named_parameters())
+    for key in ("backbone.prompt_learner.ctx", "backbone.vpg.gamma", "backbone.context_decoder.gamma",
+                "backbone.lpg.net.1.weight", "backbone.clip.visual.conv1.weight", "neck.laterals.3.weight",
+                "head.prob.0.weight", "head.thresh.0.weight"):
+        assert named[key].grad is not None and named[key].grad.abs().sum() > 0, key
+
+
+@pytest.mark.parametrize("flags", [dict(language_prompt=False), dict(visual_prompt=False, learnable_prompt=False),
+                                   dict(language_prompt=False, context_decoder=True)])
+def test_no_unused_trainable_parameters(clip, flags):
+    det = build_detector("tcm-dbnet", clip, **flags).train()
+    det.loss(det(images()), targets())["loss"].backward()
+    assert [n for n, p in det.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_flags_remove_modules_and_all_off_matches_baseline(clip):
+    def names(m):
+        return {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
+
+    full = TCM(copy.deepcopy(clip), context_decoder=True)
+    assert {"prompt_learner", "lpg", "vpg", "context_decoder"} <= names(full)
+    assert TCM(copy.deepcopy(clip), learnable_prompt=False).prompt_learner.ctx is None
+    assert "lpg" not in names(TCM(copy.deepcopy(clip), language_prompt=False))
+    assert "vpg" not in names(TCM(copy.deepcopy(clip), visual_prompt=False))
+    assert "context_decoder" not in names(TCM(copy.deepcopy(clip)))
+    off = TCM(copy.deepcopy(clip), learnable_prompt=False, language_prompt=False, visual_prompt=False,
+              score_map=False)
+    assert names(off) == {"clip"}  # only the image encoder trains
+    base = Backbone(copy.deepcopy(clip))
+    assert off.out_channels == base.out_channels
+    x = images()
+    assert [f.shape for f in off(x).features] == [f.shape for f in base(x).features]
+    with pytest.raises(TCMConfigError):
+        TCM(copy.deepcopy(clip), aux_loss="focal")
+
+
+def test_text_cache_when_prompt_is_image_independent(clip, monkeypatch):
+    calls = []
+    real = prompts_mod.encode_text_from_embeddings
+
+    def counting(*a, **k):
+        calls.append(a[1].shape[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(prompts_mod, "encode_text_from_embeddings", counting)
+    tcm = TCM(copy.deepcopy(clip), language_prompt=False).eval()
+    with torch.no_grad():
+        a, b = tcm(images(seed=1)), tcm(images(seed=2))
+    assert calls == [1]  # once, for one prompt, across two forwards of 2 images
+    tcm.train()
+    tcm(images())
+    assert calls == [1, 1]  # cache dropped on train(); computed once per batch, not per image
+    tcm.eval()
+    with torch.no_grad():
+        tcm(images())
+        torch.testing.assert_close(tcm._text_cache, tcm.prompt_learner(tcm.clip))  # the cache holds the prompt
+    calls.clear()
+    tcm_lpg = TCM(copy.deepcopy(clip)).eval()
+    with torch.no_grad():
+        tcm_lpg(images()), tcm_lpg(images())
+    assert calls == [2, 2]  # image-conditioned prompt: per image, every forward
+
+
+def test_aux_loss_modes(clip):
+    t = targets()
+    tcm = TCM(copy.deepcopy(clip))
+    out = tcm(images())
+    ohem = tcm.aux_loss(out, t["prob"], t["prob_mask"])
+    assert ohem.ndim == 0 and torch.isfinite(ohem) and ohem > 0
+    bce = TCM(copy.deepcopy(clip), aux_loss="bce", aux_weight=2.0)
+    o2 = bce(images())
+    soft = bce.aux_loss(o2, t["prob"], t["prob_mask"])
+    hard = bce.aux_loss(o2, t["prob"], t["prob_mask"], text_mask=(t["prob"][:, ::32, ::32] > 0).float())
+    assert torch.isfinite(soft) and torch.isfinite(hard) and soft > 0 and hard > 0
+    none = TCM(copy.deepcopy(clip), aux_weight=0.0)
+    assert none.aux_loss(none(images()), t["prob"], t["prob_mask"]).item() == 0.0
+
+
+def test_backbone_baselines(clip):
+    b = Backbone(copy.deepcopy(clip))
+    torch.testing.assert_close(b.stem[0].weight, clip.visual.conv1.weight)
+    s = Backbone(clip, scratch=True)
+    assert not torch.equal(s.stem[0].weight, clip.visual.conv1.weight)
+    assert s.stem[0].weight is not clip.visual.conv1.weight  # the given CLIP is left alone
+    assert s.out_channels == [64, 128, 256, 512]
+    assert not any("attnpool" in n for n, _ in s.named_parameters())
+
+
+def test_build_detector_copies_clip(clip):
+    det = build_detector("dbnet", clip)
+    assert isinstance(det, Detector)
+    before = clip.visual.conv1.weight.detach().clone()
+    with torch.no_grad():
+        det.backbone.stem[0].weight.add_(1.0)
+    assert torch.equal(clip.visual.conv1.weight, before)
+    tcm_det = build_detector("tcm-dbnet", clip, visual_prompt=False, prompt="text")
+    assert tcm_det.backbone.vpg is None and tcm_det.backbone.clip is not clip
