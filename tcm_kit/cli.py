@@ -1,4 +1,4 @@
-"""The `tcm-kit` command line: reproduce | synth (more subcommands join as their modules land)."""
+"""The `tcm-kit` command line: reproduce | synth | pretrain | train | eval | predict."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,64 @@ def _cmd_synth(args) -> int:
     return 0
 
 
+def _train_config(args):
+    from .train import TrainConfig
+
+    overrides = {k: getattr(args, k) for k in ("detector", "domain", "data_root", "clip_weights", "seed", "shot",
+                                               "steps", "batch_size", "lr") if getattr(args, k, None) is not None}
+    return TrainConfig.for_profile(args.profile, **overrides)
+
+
+def _cmd_train(args) -> int:
+    from .train import train
+
+    result = train(_train_config(args), args.out, progress=not args.quiet)
+    if result:  # rank 0
+        print(" ".join(f"{k}={result[k]:.4f}" for k in ("precision", "recall")))
+        print(f"hmean={result['hmean']:.4f}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.run, test_root=args.data, progress=not args.quiet)
+    print(" ".join(f"{k}={result[k]:.4f}" for k in ("precision", "recall")))
+    print(f"hmean={result['hmean']:.4f}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .train import predict_images
+
+    for png, txt in predict_images(args.run, args.images, args.out, progress=not args.quiet):
+        print(f"{png}  {txt}")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from .clip import embedded_checkpoint_path
+    from .pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig.for_profile(args.profile)
+    path = pretrain(cfg, embedded_checkpoint_path(args.profile), progress=not args.quiet)
+    print(f"embedded CLIP [{args.profile}]: {path}")
+    return 0
+
+
+def _add_train_args(t) -> None:
+    t.add_argument("--detector", default=None, help="dbnet | tcm-dbnet | dbnet-scratch (default tcm-dbnet)")
+    t.add_argument("--domain", default=None, help="synth-ic15 | synth-td500 | synth-total | synth-doc | a real domain")
+    t.add_argument("--data-root", dest="data_root", default=None, help="real domains: folder with train/ and test/")
+    t.add_argument("--clip-weights", dest="clip_weights", default=None, help="embedded | openai | path")
+    t.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--shot", type=float, default=None, help="fraction of the training split")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcm-kit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,6 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
+
+    t = sub.add_parser("train", help="train a detector (resumes a run in --out; a finished run is not retrained)")
+    _add_train_args(t)
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a finished run's checkpoint on its test split or another folder")
+    e.add_argument("run", help="run folder (written by tcm-kit train)")
+    e.add_argument("--data", default=None, help="annotated folder to test on (default: the run's test split)")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("predict", help="detect text in images: PNG with polygons + ICDAR2015 txt per image")
+    pr.add_argument("run", help="run folder (written by tcm-kit train)")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--out", default="predictions")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
+
+    c = sub.add_parser("pretrain", help="pre-train (or resume) the embedded CLIP of a profile")
+    c.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_cmd_pretrain)
     return p
 
 

@@ -1,0 +1,429 @@
+"""Training and evaluation of a detector: profiles, few-shot subsets, checkpoints + resume, torchrun DDP.
+
+One run = one frozen `TrainConfig`; its output folder holds `config.json`, `last.pt` (model, optimiser,
+scheduler, RNG state and step), `log.csv` (loss parts per step) and, when finished, `result.json`. Re-running
+the same config into the same folder resumes from `last.pt`; a finished run is not retrained.
+
+Data: a synthetic domain (`synth-*`) is generated on first use under data_dir()/<domain>/ with fixed data seeds
+per split (train 0, val 1, test 2), so runs with different training seeds see the same images. A real domain
+reads `<data_root>/{train,val,test}` (or train/test, the validation split then carved from train).
+
+Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K python -m tcm_kit.train ...` with
+DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank takes its share of every global batch.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .utils import config_hash, data_dir, git_commit, seed_everything
+
+SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
+TCM_FLAGS = ("learnable_prompt", "language_prompt", "visual_prompt", "context_decoder", "score_map", "prompt",
+             "n_ctx", "tau", "aux_weight", "aux_loss", "decoder_width")
+
+
+class TrainConfigError(ValueError):
+    """An inconsistent training configuration."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    detector: str = "tcm-dbnet"  # dbnet | tcm-dbnet | dbnet-scratch
+    domain: str = "synth-ic15"  # synth-* preset, or a real domain read from data_root
+    data_root: str | None = None  # real domains: folder with train/ [val/] test/
+    clip_weights: str = "embedded"  # embedded | openai | path to a checkpoint
+    clip_profile: str = "cpu"  # which embedded CLIP (its pre-training profile)
+    profile: str = "cpu"
+    seed: int = 0
+    shot: float = 1.0  # fraction of the training split (nested subsets across shots for one seed)
+    # synthetic data
+    num_train: int = 600
+    num_val: int = 100
+    num_test: int = 200
+    image_size: int = 320  # side of the generated synthetic images
+    # optimisation
+    train_size: int = 320  # training crop
+    test_size: int = 320  # evaluation long side
+    batch_size: int = 8
+    steps: int = 800
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1  # image encoder at 0.1x the base rate (authors' code)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    poly_power: float = 0.9
+    min_lr: float = 1e-7
+    ckpt_every: int = 100
+    num_workers: int = 2
+    # TCM options (only for tcm-* detectors)
+    learnable_prompt: bool = True
+    language_prompt: bool = True
+    visual_prompt: bool = True
+    context_decoder: bool = False
+    score_map: bool = True
+    prompt: str = "Text"
+    n_ctx: int = 4
+    tau: float = 0.07
+    aux_weight: float = 1.0
+    aux_loss: str = "ohem"
+    decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
+    # evaluation
+    box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+    @classmethod
+    def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
+        """smoke: seconds (CI); cpu: minutes on 2 cores; full: the paper's setting on GPUs (real data)."""
+        base = {
+            "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
+                          batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
+                          clip_profile="smoke", box_thresholds=(0.3, 0.6), decoder_width=32),
+            "cpu": dict(),
+            # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
+            # steps are set per dataset by the caller (epochs * len(train) / batch).
+            "full": dict(clip_weights="openai", clip_profile="full", num_train=1000, num_val=200, num_test=500,
+                         image_size=640, train_size=640, test_size=1024, batch_size=16, steps=75000, lr=1e-4,
+                         warmup_steps=500, ckpt_every=1000, num_workers=8),
+        }
+        if profile not in base:
+            raise TrainConfigError(f"profile must be smoke, cpu or full, got {profile!r}")
+        return cls(profile=profile, **{**base[profile], **overrides})
+
+    def tcm_flags(self) -> dict:
+        return {k: getattr(self, k) for k in TCM_FLAGS} if self.detector.startswith("tcm-") else {}
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
+    """The folder of a split; synthetic splits are generated (once, reused after) on first use."""
+    if cfg.domain.startswith("synth-"):
+        from .data.synth import write_synth_set
+
+        num = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
+        out = data_dir() / cfg.domain / f"{split}-n{num}-s{cfg.image_size}"
+        return write_synth_set(cfg.domain, num=num, size=cfg.image_size, seed=SYNTH_DATA_SEEDS[split], out=out,
+                               progress=progress)
+    if cfg.data_root is None:
+        raise TrainConfigError(f"domain {cfg.domain!r} is not synthetic: give data_root (a folder with train/ "
+                               f"and test/ sub-folders)")
+    root = Path(cfg.data_root) / split
+    if not root.is_dir():
+        raise TrainConfigError(f"{root} does not exist (domain {cfg.domain!r}, split {split!r})")
+    return root
+
+
+def few_shot_indices(n: int, shot: float, seed: int) -> np.ndarray:
+    """The first ceil(shot * n) items of a seeded permutation: nested (the 10% subset lies inside the 25%)."""
+    if not 0 < shot <= 1:
+        raise TrainConfigError(f"shot must be in (0, 1], got {shot}")
+    k = max(1, math.ceil(shot * n))
+    return np.sort(np.random.default_rng([seed, 7919]).permutation(n)[:k])
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: max(1, n // batch_size) batches drawn from seeded permutations."""
+    steps = max(1, n // batch_size)
+    order, k = [], 0
+    while len(order) < steps * batch_size:
+        order.extend(np.random.default_rng([seed, epoch, k]).permutation(n).tolist())
+        k += 1
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+def build_model(cfg: TrainConfig, progress: bool = True):
+    """The detector of the config, on top of a fresh copy of its CLIP."""
+    from .clip import load_clip
+    from .heads.db import build_detector
+
+    clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
+    return build_detector(cfg.detector, clip, **cfg.tcm_flags())
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """Image encoder at backbone_lr_mult x lr, everything else trainable at lr; frozen parts excluded."""
+    visual = {id(p) for p in model.backbone.visual.parameters()} if hasattr(model.backbone, "visual") else set()
+    enc, rest = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (enc if id(p) in visual else rest).append(p)
+    return [{"params": enc, "lr": cfg.lr * cfg.backbone_lr_mult, "base_mult": cfg.backbone_lr_mult},
+            {"params": rest, "lr": cfg.lr, "base_mult": 1.0}]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then poly decay (power 0.9) towards min_lr."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return max((1 - min(t, 1.0)) ** cfg.poly_power, cfg.min_lr / cfg.lr)
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
+    """Atomic write: a run killed mid-save keeps its previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "rng": _rng_state(), "config_hash": config_hash(cfg)}, tmp)
+    os.replace(tmp, path)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, or written by another config)."""
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
+    if ck.get("config_hash") != config_hash(cfg):
+        raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {config_hash(cfg)}; "
+                              f"use another --out folder")
+    return ck
+
+
+# ---------------------------------------------------------------------------------------------------- DDP
+
+def _dist_env() -> tuple[int, int]:
+    """(rank, world_size), initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------- train
+
+def train(cfg: TrainConfig, out_dir, progress: bool = True, device: str | None = None) -> dict:
+    """Train (or resume, or return the finished result of) one run, then evaluate it on val/test.
+
+    Returns the result dict (also written to out_dir/result.json); under DDP, ranks other than 0 return {}.
+    """
+    out_dir = Path(out_dir)
+    done = out_dir / "result.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        if result.get("config_hash") == config_hash(cfg):
+            return result
+        raise CheckpointError(f"{out_dir} holds a finished run of another config; use another out folder")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.time()
+    model, n_train = fit(cfg, out_dir, progress=progress, device=device)
+    train_time = time.time() - t0
+    rank, world = _dist_env()
+    if rank != 0:
+        return {}
+    result = evaluate_run(model, cfg, progress=progress, device=device)
+    result.update(config_hash=config_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
+                  seed=cfg.seed, profile=cfg.profile, steps=cfg.steps, train_images=n_train,
+                  train_seconds=round(train_time, 1), commit=git_commit())
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, done)
+    return result
+
+
+def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
+    """The training loop alone: -> (model, number of training images). Resumes from out_dir/last.pt."""
+    out_dir = Path(out_dir)
+    rank, world = _dist_env()
+    if device == "cuda" and world > 1:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    if cfg.batch_size % world:
+        raise TrainConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+
+    from .data.transforms import TextDetDataset, collate
+
+    if rank == 0:
+        split_dir(cfg, "train", progress)  # generate once, before the other ranks read it
+    if world > 1:
+        dist.barrier()
+    train_root = split_dir(cfg, "train", progress=False)
+    n_all = len(TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed))
+    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed,
+                          indices=few_shot_indices(n_all, cfg.shot, cfg.seed))
+
+    seed_everything(cfg.seed)  # same init whatever the data preparation consumed
+    model = build_model(cfg, progress and rank == 0).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    step = 0
+    ckpt = out_dir / "last.pt"
+    if ckpt.exists():
+        ck = load_checkpoint(ckpt, cfg)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        step = ck["step"]
+        _set_rng_state(ck["rng"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    log_path = out_dir / "log.csv"
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    share = cfg.batch_size // world
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
+               disable=not progress or rank != 0)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    while step < cfg.steps:
+        epoch, first = divmod(step, steps_per_epoch)
+        data.set_epoch(epoch)
+        batches = epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch)[first:]
+        local = [b[rank * share:(rank + 1) * share] for b in batches][: cfg.steps - step]
+        # its own generator: creating a loader must not draw from the global RNG, or a resumed run would diverge
+        loader = torch.utils.data.DataLoader(data, batch_sampler=local, collate_fn=collate,
+                                             num_workers=cfg.num_workers,
+                                             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        for batch in loader:
+            tensors = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+            with amp:
+                out = ddp(tensors["image"])
+            parts = model.loss({k: v.float() for k, v in out.items()}, tensors)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            row = {"step": step, "lr": scheduler.get_last_lr()[-1], **{k: v.item() for k, v in parts.items()}}
+            if rank == 0:
+                _append_csv(log_path, row)
+            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in row.items() if k.startswith("loss")})
+            bar.update(1)
+            if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+                save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return model, len(data)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+
+@torch.no_grad()
+def predict_folder(model, root, size: int, device: str = "cpu", batch_size: int = 4, progress: bool = True,
+                   **postprocess) -> tuple[list, list]:
+    """Scored detections (low box threshold, so a sweep can filter) and ground truth of every image in a folder."""
+    from .data.transforms import TextDetDataset, collate
+
+    data = TextDetDataset(root, size=size, train=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    preds, gts = [], []
+    model.eval()
+    for batch in tqdm(loader, desc=f"predict {Path(root).name}", disable=not progress, leave=False):
+        out = model.predict(batch["image"].to(device), scale=[1.0 / s for s in batch["scale"]], **postprocess)
+        preds.extend(out)
+        # ground truth in original-image coordinates
+        gts.extend([[dataclasses.replace(i, polygon=i.polygon / s) for i in inst]
+                    for inst, s in zip(batch["instances"], batch["scale"])])
+    return preds, gts
+
+
+def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu", test_root=None) -> dict:
+    """Pick the box-score threshold on the validation split, then report P/R/hmean on the test split once."""
+    from .metrics import best_threshold_sweep, hmean_iou
+
+    lo = min(cfg.box_thresholds)
+    val_preds, val_gts = predict_folder(model, split_dir(cfg, "val", progress), cfg.test_size, device,
+                                        progress=progress, box_thresh=lo)
+    sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.box_thresholds)
+    best = float(sweep["best"]["threshold"])
+    test_root = test_root or split_dir(cfg, "test", progress)
+    preds, gts = predict_folder(model, test_root, cfg.test_size, device, progress=progress, box_thresh=lo)
+    kept = [[p for p, s in img if s >= best] for img in preds]
+    m = hmean_iou(kept, gts)
+    return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "box_thresh": best,
+            "val_hmean": float(sweep["best"]["hmean"]), "n_test": len(gts)}
+
+
+
+# ---------------------------------------------------------------------------------------------------- finished runs
+
+def load_run(run_dir, device: str = "cpu"):
+    """(model in eval mode, config, result or None) of a run folder written by `train`."""
+    run_dir = Path(run_dir)
+    cfg_path, ckpt = run_dir / "config.json", run_dir / "last.pt"
+    for p in (cfg_path, ckpt):
+        if not p.exists():
+            raise CheckpointError(f"{p} not found: {run_dir} is not a (started) tcm-kit training run")
+    fields = json.loads(cfg_path.read_text())
+    fields["box_thresholds"] = tuple(fields["box_thresholds"])
+    cfg = TrainConfig(**fields)
+    model = build_model(cfg, progress=False)
+    model.load_state_dict(load_checkpoint(ckpt, cfg)["model"])
+    done = run_dir / "result.json"
+    return model.to(device).eval(), cfg, (json.loads(done.read_text()) if done.exists() else None)
+
+
+def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: str = "cpu") -> dict:
+    """Re-evaluate a run: threshold picked on its validation split, P/R/hmean on `test_root` (default: its test
+    split)."""
+    model, cfg, _ = load_run(run_dir, device)
+    return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root)
+
+
+def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu"):
+    """Detect text in image files: yields (png with the polygons drawn, ICDAR2015 result txt) per image."""
+    import cv2
+
+    from .data.transforms import pad_to_multiple, read_image, resize_long_side, to_tensor
+
+    model, cfg, result = load_run(run_dir, device)
+    box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm([Path(p) for p in images], desc="predict", disable=not progress):
+        image = read_image(path)
+        small, _, scale = resize_long_side(image, [], cfg.test_size)
+        x = to_tensor(pad_to_multiple(small, 32))[None].to(device)
+        dets = model.predict(x, scale=1.0 / scale, box_thresh=box_thresh)[0]
+        canvas = image.copy()
+        for poly, score in dets:
+            cv2.polylines(canvas, [np.round(poly).astype(np.int32)], True, (0, 255, 0), 2)
+        png, txt = out_dir / f"{path.stem}.png", out_dir / f"res_{path.stem}.txt"
+        cv2.imwrite(str(png), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        txt.write_text("".join(",".join(str(int(round(v))) for v in poly.reshape(-1)) + "\n" for poly, _ in dets))
+        yield png, txt
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m tcm_kit.train --detector ... --out DIR`
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
