@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	@touch $(STAMP)
 
-# Unit tests, then every notebook under nbval with the smoke profile.
+# Unit tests, then every notebook under nbval with the smoke profile (its tables go to a scratch folder,
+# so a test run never overwrites the reports/ of a real run).
 test: install
 	$(BIN)/python -m pytest -q tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-	  TCM_KIT_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
+	  TCM_KIT_PROFILE=smoke TCM_KIT_REPORTS=$$(mktemp -d) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
 	else echo "no notebooks yet"; fi
 
 # Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.

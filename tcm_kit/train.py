@@ -54,6 +54,7 @@ class TrainConfig:
     num_val: int = 100
     num_test: int = 200
     image_size: int = 320  # side of the generated synthetic images
+    neck_width: int = 256  # DBNet FPN width (paper 256; the tiny embedded CLIP trains on CPU with less)
     # optimisation
     train_size: int = 320  # training crop
     test_size: int = 320  # evaluation long side
@@ -88,8 +89,8 @@ class TrainConfig:
         base = {
             "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
                           batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
-                          clip_profile="smoke", box_thresholds=(0.3, 0.6), decoder_width=32),
-            "cpu": dict(),
+                          clip_profile="smoke", box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32),
+            "cpu": dict(neck_width=64),
             # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
             # steps are set per dataset by the caller (epochs * len(train) / batch).
             "full": dict(clip_weights="openai", clip_profile="full", num_train=1000, num_val=200, num_test=500,
@@ -150,7 +151,7 @@ def build_model(cfg: TrainConfig, progress: bool = True):
     from .heads.db import build_detector
 
     clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
-    return build_detector(cfg.detector, clip, **cfg.tcm_flags())
+    return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, **cfg.tcm_flags())
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:

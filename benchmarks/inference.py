@@ -1,0 +1,75 @@
+"""Inference latency and peak memory of DBNet vs TCM-DBNet on CPU (and GPU when present).
+
+python -m benchmarks.inference [--size 640] [--arch TCM-RN-tiny|RN50] [--batch 1] [--runs 20]
+
+Random weights (speed does not depend on them). Each configuration runs in its own process so that the
+peak resident memory it reports is its own. Prints a table with the ratio to `dbnet` measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int) -> dict:
+    import torch
+
+    from tcm_kit.clip import create_clip
+    from tcm_kit.heads.db import build_detector
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build_detector(detector, create_clip(arch, seed=0)).to(device).eval()
+    x = torch.randn(batch, 3, size, size, device=device)
+    times = []
+    with torch.no_grad():
+        for i in range(runs + 3):  # 3 warm-up runs
+            t0 = time.perf_counter()
+            model(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    return {"detector": detector, "arch": arch, "size": size, "batch": batch, "device": device,
+            "median_ms": 1000 * float(np.median(times)), "p90_ms": 1000 * float(np.percentile(times, 90)),
+            "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", type=int, default=640)
+    p.add_argument("--arch", default="TCM-RN-tiny")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.one:  # child process: one configuration, JSON on stdout
+        print(json.dumps(measure(a.one, a.arch, a.size, a.batch, a.runs, a.device, a.threads)))
+        return
+    rows = []
+    for det in ("dbnet", "tcm-dbnet"):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--one", det, "--arch", a.arch,
+                              "--size", str(a.size), "--batch", str(a.batch), "--runs", str(a.runs),
+                              "--threads", str(a.threads), "--device", a.device],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]["median_ms"]
+    print(f"{'detector':<12}{'arch':<14}{'size':>6}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'x dbnet':>9}"
+          f"{'peak MB':>9}{'params M':>10}")
+    for r in rows:
+        print(f"{r['detector']:<12}{r['arch']:<14}{r['size']:>6}{r['batch']:>6}{r['median_ms']:>11.1f}"
+              f"{r['p90_ms']:>9.1f}{r['median_ms'] / base:>9.2f}{r['peak_rss_mb']:>9.0f}{r['params_m']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Looking inside a CLIP: dense image-text similarity maps, pre-training curves, the prior table, a prompt widget.
+
+The helpers behind notebooks 00 (the embedded CLIP prior) and 01 (CLIP feature inspection). A similarity map is
+the cosine between each stride-32 cell of `tcm_kit.clip.dense_features(...).visual_embeddings` and the text
+embedding of a prompt: the prior TCM's score map stands on. Figures are matplotlib `Figure` objects (no pyplot
+state), so they build headless and go straight to `tcm_kit.report.save_figure`.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tcm_kit.clip import CLIP_MEAN, CLIP_STD, create_clip, dense_features
+
+__all__ = [
+    "InspectError", "DEFAULT_PROMPTS", "PROFILE_SETTINGS", "settings_for", "to_clip_batch", "fit_to_stride",
+    "load_image", "random_clip", "similarity_maps", "similarity_map", "cell_coverage", "text_cell_auc",
+    "inspection_images", "similarity_table", "plot_similarity_grid", "pretrain_log", "plot_pretrain_curves",
+    "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer",
+]
+
+DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
+
+# per profile: probe scenes for evaluate_prior (n, size) and the side of the inspected scenes
+PROFILE_SETTINGS = {
+    "smoke": dict(probe_n=32, probe_size=128, image_size=256),
+    "cpu": dict(probe_n=64, probe_size=256, image_size=384),
+    "full": dict(probe_n=256, probe_size=256, image_size=512),
+}
+
+
+class InspectError(ValueError):
+    """Bad input to the inspection helpers (unknown profile, missing image, empty log, bad shapes)."""
+
+
+def settings_for(profile: str) -> dict:
+    """The inspection settings of a profile (see PROFILE_SETTINGS)."""
+    if profile not in PROFILE_SETTINGS:
+        raise InspectError(f"profile must be one of {tuple(PROFILE_SETTINGS)}, got {profile!r}")
+    return dict(PROFILE_SETTINGS[profile])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# images
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InspectError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
+    return image
+
+
+def to_clip_batch(images) -> torch.Tensor:
+    """list of uint8 (H, W, 3) images of one size -> float (B, 3, H, W) normalised with CLIP_MEAN/CLIP_STD."""
+    x = torch.from_numpy(np.stack([_check_image(i) for i in images])).permute(0, 3, 1, 2).float().div_(255)
+    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+
+def fit_to_stride(image, long_side: int | None = None, stride: int = 32) -> np.ndarray:
+    """Resize a uint8 (H, W, 3) image so both sides are multiples of `stride` (long side = `long_side` if given).
+
+    The aspect ratio is kept up to the rounding to `stride`; an image already fitting is returned as is.
+    """
+    from PIL import Image
+
+    image = _check_image(image)
+    h, w = image.shape[:2]
+    scale = 1.0 if long_side is None else long_side / max(h, w)
+    th, tw = (max(stride, int(round(s * scale / stride)) * stride) for s in (h, w))
+    if (th, tw) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((tw, th), Image.BICUBIC))
+
+
+def load_image(path, long_side: int | None = 512) -> np.ndarray:
+    """A picture file -> uint8 (H, W, 3) RGB with sides multiples of 32 (transparency composited on white)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InspectError(f"image not found: {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise InspectError(f"cannot read image {path}: {e}") from None
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return fit_to_stride(np.asarray(im.convert("RGB")), long_side)
+
+
+def _as_image(v) -> np.ndarray:
+    """An image given as an array, a (image, instances) pair or a Scene -> uint8 (H, W, 3)."""
+    if hasattr(v, "image"):
+        v = v.image
+    elif isinstance(v, tuple):
+        v = v[0]
+    return _check_image(v)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# similarity maps
+
+
+def random_clip(model, seed: int = 0):
+    """A randomly initialised CLIP of the same architecture as `model` (eval mode, same device)."""
+    name = getattr(model, "tcm_model_name", None)
+    if name is None:
+        raise InspectError("random_clip needs a model made by tcm_kit.clip (it records the model name)")
+    device = next(model.parameters()).device
+    return create_clip(name, seed=seed).to(device).eval()
+
+
+@torch.no_grad()
+def _text_embeddings(model, tokenizer, prompts) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return F.normalize(model.encode_text(tokenizer(list(prompts)).to(device)), dim=-1)  # (P, C)
+
+
+@torch.no_grad()
+def similarity_maps(model, tokenizer, image, prompts, size: int | None = None) -> np.ndarray:
+    """Cosine of every stride-32 cell of `image` with each prompt -> float32 (P, h, w), values in [-1, 1].
+
+    image: uint8 (H, W, 3); size: long side the image is resized to first (None: its own size, rounded to
+    multiples of 32). h, w = the resized image's sides / 32.
+    """
+    if isinstance(prompts, str):
+        raise InspectError("prompts must be a list of strings (use similarity_map for one prompt)")
+    image = fit_to_stride(_as_image(image), size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    emb = dense_features(model, to_clip_batch([image]).to(device)).visual_embeddings[0]  # (C, h, w)
+    emb = F.normalize(emb, dim=0)
+    txt = _text_embeddings(model, tokenizer, prompts)  # (P, C)
+    model.train(was_training)
+    sim = torch.einsum("chw,pc->phw", emb, txt)  # (P, h, w)
+    return sim.clamp_(-1, 1).float().cpu().numpy()
+
+
+def similarity_map(model, tokenizer, image, prompt: str, size: int | None = None) -> np.ndarray:
+    """Cosine of every stride-32 cell of `image` with `prompt` -> float32 (h, w) in [-1, 1]."""
+    return similarity_maps(model, tokenizer, image, [prompt], size)[0]
+
+
+def cell_coverage(instances, image_hw, grid_hw) -> np.ndarray:
+    """Fraction of each grid cell covered by the instances' polygons (pixel coords of an image_hw image)."""
+    import cv2
+
+    h, w = image_hw
+    mask = np.zeros((h, w), np.uint8)
+    for inst in instances:
+        cv2.fillPoly(mask, [np.round(np.asarray(inst.polygon, np.float32)).astype(np.int32)], 1)
+    gh, gw = grid_hw
+    return cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)  # (gh, gw)
+
+
+def text_cell_auc(sim: np.ndarray, instances, image_hw, pos_cover: float = 0.25) -> float:
+    """ROC-AUC of map cells covered >= pos_cover by text above cells touching no text (nan if a side is empty)."""
+    from tcm_kit.probe import roc_auc
+
+    cover = cell_coverage(instances, image_hw, sim.shape)
+    return roc_auc(sim[cover >= pos_cover], sim[cover <= 1e-6])
+
+
+def inspection_images(seed: int = 0, size: int = 256, real_image=None, presets=None) -> dict:
+    """{name: (image uint8, instances or None)}: one synthetic scene per preset (+ the real picture if given).
+
+    real_image: None or a path; used only when the file exists (its long side is resized to 2 * size).
+    """
+    from tcm_kit.data.synth import PRESETS, render_scene
+
+    out = {}
+    for name in presets or PRESETS:
+        scene = render_scene(name, seed, 0, size)
+        out[name] = (scene.image, scene.instances)
+    if real_image is not None and Path(real_image).is_file():
+        out[f"real: {Path(real_image).name}"] = (load_image(real_image, long_side=2 * size), None)
+    return out
+
+
+def similarity_table(models: dict, tokenizer, images: dict, prompt: str = "Text") -> "pd.DataFrame":
+    """Per (image with known instances, model): text-cell AUC of the prompt's map, mean cosine on text/background."""
+    import pandas as pd
+
+    rows = []
+    for name, value in images.items():
+        image, instances = (value if isinstance(value, tuple) else (value, getattr(value, "instances", None)))
+        if not instances:
+            continue
+        hw = _as_image(image).shape[:2]  # the polygons' frame (the map's grid may come from a resized copy)
+        for label, model in models.items():
+            sim = similarity_map(model, tokenizer, image, prompt)
+            cover = cell_coverage(instances, hw, sim.shape)
+            rows.append({"image": name, "model": label, "prompt": prompt,
+                         "text_cell_auc": text_cell_auc(sim, instances, hw),
+                         "cos_text": float(sim[cover >= 0.25].mean()) if (cover >= 0.25).any() else float("nan"),
+                         "cos_background": float(sim[cover <= 1e-6].mean()) if (cover <= 1e-6).any()
+                         else float("nan")})
+    return pd.DataFrame(rows, columns=["image", "model", "prompt", "text_cell_auc", "cos_text", "cos_background"])
+
+
+def _figure(width: float, height: float, footer: float = 0.22):
+    """A constrained-layout Figure (inches) keeping `footer` inches free at the bottom for report.save_figure's
+    provenance line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.get_layout_engine().set(rect=(0, footer / height, 1, 1 - footer / height))
+    return fig
+
+
+def plot_similarity_grid(models: dict, tokenizer, images: dict, prompts=DEFAULT_PROMPTS, size: int | None = None,
+                         cmap: str = "jet", alpha: float = 0.55):
+    """A Figure: one row per image; its picture, then each model's map for each prompt, overlaid on it.
+
+    models: {label: CLIP}; images: {name: uint8 image | (image, instances) | Scene}. The colour scale is shared
+    by all maps of one model (its range is in the column titles), so prompts and images compare within a model.
+    """
+    if not models or not images or not prompts:
+        raise InspectError("plot_similarity_grid needs at least one model, one image and one prompt")
+    prompts = list(prompts)
+    pics = {name: fit_to_stride(_as_image(v), size) for name, v in images.items()}
+    maps = {label: {name: similarity_maps(m, tokenizer, pic, prompts) for name, pic in pics.items()}
+            for label, m in models.items()}  # label -> name -> (P, h, w)
+    ranges = {label: (min(float(s.min()) for s in by.values()), max(float(s.max()) for s in by.values()))
+              for label, by in maps.items()}
+    rows, cols = len(pics), 1 + len(models) * len(prompts)
+    aspects = [p.shape[0] / p.shape[1] for p in pics.values()]  # one row height per image shape
+    fig = _figure(1.8 * cols, 1.8 * sum(aspects) + 0.5)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False, gridspec_kw={"height_ratios": aspects}))
+    for r, (name, pic) in enumerate(pics.items()):
+        H, W = pic.shape[:2]
+        axes[r, 0].imshow(pic)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        c = 1
+        for label in models:
+            lo, hi = ranges[label]
+            for p, prompt in enumerate(prompts):
+                ax = axes[r, c]
+                ax.imshow(pic.mean(axis=2), cmap="gray", vmin=0, vmax=255)
+                ax.imshow(maps[label][name][p], cmap=cmap, alpha=alpha, vmin=lo, vmax=hi,
+                          extent=(0, W, H, 0), interpolation="bilinear")
+                if r == 0:
+                    ax.set_title(f"{label}: '{prompt}'\ncos [{lo:.2f}, {hi:.2f}]", fontsize=8)
+                c += 1
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the embedded CLIP: its pre-training log, its checkpoint, its zero-shot prior
+
+
+def pretrain_log(checkpoint_path) -> "pd.DataFrame":
+    """The per-step pre-training log of a kit checkpoint: its run's log.csv, else the copy inside the checkpoint.
+
+    Columns: step, loss, acc (in-batch image->caption top-1), lr, logit_scale, size, time. Empty if neither exists.
+    """
+    import pandas as pd
+
+    from tcm_kit.pretrain import LOG_FIELDS, read_log
+
+    checkpoint_path = Path(checkpoint_path)
+    rows = read_log(checkpoint_path)
+    if not rows and checkpoint_path.is_file():
+        try:
+            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a foreign or corrupt file: say which
+            raise InspectError(f"cannot read the pre-training log inside {checkpoint_path}: {e}") from None
+        rows = (ckpt.get("log") or []) if isinstance(ckpt, dict) else []
+    return pd.DataFrame(rows, columns=list(LOG_FIELDS))
+
+
+def _ema(x: np.ndarray, beta: float = 0.9) -> np.ndarray:
+    out, m = np.empty(len(x)), x[0] if len(x) else 0.0
+    for i, v in enumerate(x):
+        m = beta * m + (1 - beta) * v
+        out[i] = m
+    return out
+
+
+def plot_pretrain_curves(log, chance_acc: float | None = None):
+    """A Figure of the contrastive pre-training: loss, in-batch retrieval accuracy, temperature, per step.
+
+    log: a DataFrame or list of dicts with columns step, loss, acc, logit_scale (pretrain_log's output).
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(log)
+    missing = [c for c in ("step", "loss", "acc", "logit_scale") if c not in df.columns]
+    if missing or df.empty:
+        raise InspectError(f"the pre-training log is empty or lacks columns {missing}")
+    fig = _figure(12, 3.4)
+    axes = fig.subplots(1, 3)
+    step = df["step"].to_numpy()
+    for ax, col, title in zip(axes[:2], ("loss", "acc"), ("contrastive loss", "in-batch retrieval top-1")):
+        y = df[col].to_numpy(float)
+        ax.plot(step, y, color="C0", alpha=0.3, lw=0.8, label="per step")
+        ax.plot(step, _ema(y), color="C0", lw=1.8, label="EMA 0.9")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    if chance_acc is not None:
+        axes[1].axhline(chance_acc, color="0.5", ls="--", lw=1, label="chance")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(fontsize=8, loc="upper left")
+    axes[2].plot(step, df["logit_scale"].to_numpy(float), color="C1")
+    axes[2].set_title("logit scale (1 / temperature)", fontsize=10)
+    axes[2].set_xlabel("step")
+    return fig
+
+
+def checkpoint_info(clip_weights="embedded", profile: str = "cpu") -> dict:
+    """Where the CLIP weights of (clip_weights, profile) live and, for the embedded one, how they were made."""
+    from tcm_kit.clip import embedded_checkpoint_path
+    from tcm_kit.pretrain import PretrainConfig
+    from tcm_kit.utils import config_hash
+
+    if clip_weights != "embedded":
+        p = Path(clip_weights) if clip_weights != "openai" else None
+        return {"clip_weights": str(clip_weights), "path": str(p) if p else "open_clip cache (RN50, openai)",
+                "exists": bool(p and p.is_file()), "size_mb": round(p.stat().st_size / 2**20, 1)
+                if p and p.is_file() else None}
+    path = embedded_checkpoint_path(profile)
+    info = {"clip_weights": "embedded", "profile": profile, "path": str(path), "exists": path.is_file(),
+            "config_hash": config_hash(PretrainConfig.for_profile(profile)),
+            "size_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None}
+    if path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        info.update({k: ckpt.get(k) for k in ("model_name", "steps", "wall_time_s", "git_commit")})
+    return info
+
+
+def prior_table(models: dict, n: int = 64, size: int = 256, seed: int = 1234, progress: bool = False):
+    """evaluate_prior for each {label: CLIP} on the same held-out probe scenes -> DataFrame, one row per model."""
+    import pandas as pd
+
+    from tcm_kit.pretrain import evaluate_prior
+
+    rows = [{"model": label, **evaluate_prior(m, n=n, size=size, seed=seed, progress=progress)}
+            for label, m in models.items()]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the prompt widget
+
+
+class PromptExplorer:
+    """An ipywidgets control: type a prompt, pick an image, see each model's similarity map for it.
+
+    `.widget` is the ipywidgets box (displaying the explorer displays it); `.update()` redraws (it also runs on
+    every change of the text box or the dropdown) and returns the matplotlib Figure, kept in `.figure`. The map
+    is rendered to a PNG inside an `ipywidgets.Image`, so it also works headless (papermill, nbval).
+    """
+
+    def __init__(self, models: dict, tokenizer, images: dict, prompt: str = "Text", size: int | None = None):
+        import ipywidgets as W
+
+        if not images:
+            raise InspectError("prompt_explorer needs at least one image")
+        self.models, self.tokenizer, self.size = models, tokenizer, size
+        self.images = {name: _as_image(v) for name, v in images.items()}
+        self.text = W.Text(value=prompt, description="prompt", continuous_update=False)
+        self.choice = W.Dropdown(options=list(self.images), description="image")
+        self.view = W.Image(format="png")
+        self.widget = W.VBox([W.HBox([self.text, self.choice]), self.view])
+        self.figure = None
+        self.text.observe(self.update, names="value")
+        self.choice.observe(self.update, names="value")
+
+    def update(self, *_):
+        """Redraw the maps of the current prompt on the current image -> the Figure."""
+        name = self.choice.value
+        fig = plot_similarity_grid(self.models, self.tokenizer, {name: self.images[name]}, [self.text.value],
+                                   self.size)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        self.view.value = buf.getvalue()
+        self.figure = fig
+        return fig
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def prompt_explorer(models: dict, tokenizer, images: dict, prompt: str = "Text", size: int | None = None):
+    """A PromptExplorer, drawn once (so a headless run shows the first map too)."""
+    explorer = PromptExplorer(models, tokenizer, images, prompt, size)
+    explorer.update()
+    return explorer

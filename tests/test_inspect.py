@@ -1,0 +1,175 @@
+"""tcm_kit.inspect: similarity maps, their figures, the pre-training log, the prior table, the prompt widget."""
+import csv
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import open_clip  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tcm_kit import clip  # noqa: E402
+from tcm_kit import inspect as ins  # noqa: E402
+from tcm_kit.data.formats import Instance  # noqa: E402
+from tcm_kit.pretrain import LOG_FIELDS, work_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    model = clip.create_clip(clip.EMBEDDED_MODEL_NAME, seed=0).eval()
+    tok = open_clip.get_tokenizer(clip.EMBEDDED_MODEL_NAME, context_length=model.context_length)
+    return model, tok
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_similarity_map_shape_range_and_determinism(tiny):
+    model, tok = tiny
+    img = _image(96, 160)
+    sim = ins.similarity_map(model, tok, img, "Text")
+    assert sim.shape == (3, 5) and sim.dtype == np.float32
+    assert np.isfinite(sim).all() and sim.min() >= -1 and sim.max() <= 1
+    assert np.array_equal(sim, ins.similarity_map(model, tok, img, "Text"))
+    assert not model.training
+
+
+def test_similarity_maps_stack_the_single_prompt_maps(tiny):
+    model, tok = tiny
+    img = _image(64, 64, 1)
+    maps = ins.similarity_maps(model, tok, img, ["Text", "a brick wall"])
+    assert maps.shape == (2, 2, 2)
+    np.testing.assert_allclose(maps[1], ins.similarity_map(model, tok, img, "a brick wall"), atol=1e-6)
+    assert not np.allclose(maps[0], maps[1])
+    with pytest.raises(ins.InspectError, match="list of strings"):
+        ins.similarity_maps(model, tok, img, "Text")
+
+
+def test_size_resizes_the_long_side_to_a_multiple_of_32(tiny):
+    model, tok = tiny
+    sim = ins.similarity_map(model, tok, _image(100, 50), "Text", size=128)
+    assert sim.shape == (4, 2)
+    assert ins.fit_to_stride(_image(100, 50)).shape == (96, 64, 3)
+    assert ins.fit_to_stride(_image(64, 32)).shape == (64, 32, 3)
+    with pytest.raises(ins.InspectError, match="uint8 RGB"):
+        ins.fit_to_stride(np.zeros((8, 8), np.uint8))
+
+
+def test_load_image_composites_transparency_on_white(tmp_path):
+    rgba = np.zeros((50, 130, 4), np.uint8)
+    rgba[:, :65] = (255, 0, 0, 255)  # left half opaque red, right half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    img = ins.load_image(tmp_path / "a.png", long_side=128)
+    assert img.shape == (64, 128, 3) and img.dtype == np.uint8
+    assert tuple(img[32, 10]) == (255, 0, 0) and tuple(img[32, 120]) == (255, 255, 255)
+    with pytest.raises(ins.InspectError, match="not found"):
+        ins.load_image(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    with pytest.raises(ins.InspectError, match="cannot read"):
+        ins.load_image(tmp_path / "bad.png")
+
+
+def test_text_cell_auc_from_polygons():
+    box = Instance(np.array([[0, 0], [64, 0], [64, 32], [0, 32]], np.float32), "word", False)
+    cover = ins.cell_coverage([box], (128, 128), (4, 4))
+    assert cover[0, :2].tolist() == [1.0, 1.0] and cover[2:].sum() == 0
+    assert cover[1].max() < 0.05 and cover[0, 3] == 0  # at most the polygon's boundary pixels spill over
+    sim = np.zeros((4, 4), np.float32)
+    sim[0, :2] = 0.5
+    assert ins.text_cell_auc(sim, [box], (128, 128)) == 1.0
+    assert ins.text_cell_auc(-sim, [box], (128, 128)) == 0.0
+    assert np.isnan(ins.text_cell_auc(sim, [], (128, 128)))
+
+
+def test_inspection_images_and_similarity_table(tiny, tmp_path):
+    model, tok = tiny
+    Image.fromarray(_image(40, 100)).save(tmp_path / "real.png")
+    images = ins.inspection_images(seed=0, size=64, real_image=tmp_path / "real.png", presets=["synth-doc"])
+    assert list(images) == ["synth-doc", "real: real.png"]
+    assert images["synth-doc"][0].shape == (64, 64, 3) and images["real: real.png"][1] is None
+    assert list(ins.inspection_images(seed=0, size=64, real_image=tmp_path / "nope.png", presets=["synth-doc"]))\
+        == ["synth-doc"]
+    df = ins.similarity_table({"a": model, "b": model}, tok, images)
+    assert df["image"].tolist() == ["synth-doc", "synth-doc"]  # the real picture has no polygons
+    assert df["model"].tolist() == ["a", "b"] and df["text_cell_auc"].nunique(dropna=False) == 1
+
+
+def test_similarity_grid_builds_one_row_per_image(tiny):
+    model, tok = tiny
+    images = {"square": _image(64, 64), "wide": (_image(32, 96), None)}
+    fig = ins.plot_similarity_grid({"m": model, "r": ins.random_clip(model, seed=1)}, tok, images,
+                                   prompts=["Text", "a sign"])
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * (1 + 2 * 2)
+    assert fig.axes[1].get_title().startswith("m: 'Text'")
+    fig.canvas.draw()
+    with pytest.raises(ins.InspectError, match="at least one"):
+        ins.plot_similarity_grid({}, tok, images)
+
+
+def test_random_clip_has_the_same_architecture_and_other_weights(tiny):
+    model, _ = tiny
+    rand = ins.random_clip(model, seed=5)
+    assert rand.tcm_model_name == model.tcm_model_name and not rand.training
+    a, b = model.state_dict(), rand.state_dict()
+    assert a.keys() == b.keys() and not torch.equal(a["visual.conv1.weight"], b["visual.conv1.weight"])
+
+
+def _log_rows(n=12):
+    return [{"step": i, "loss": 3.0 - 0.1 * i, "acc": 0.05 * i, "lr": 1e-3, "logit_scale": 14.0 + i,
+             "size": 64, "time": 0.5 * i} for i in range(n)]
+
+
+def test_pretrain_log_reads_the_csv_or_the_checkpoint_copy(tmp_path):
+    ckpt = tmp_path / "abc.pt"
+    assert ins.pretrain_log(ckpt).empty
+    torch.save({"kind": "tcm-kit-clip", "log": _log_rows(5)}, ckpt)
+    assert ins.pretrain_log(ckpt)["step"].tolist() == [0, 1, 2, 3, 4]
+    work_dir(ckpt).mkdir()
+    with open(work_dir(ckpt) / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(_log_rows(7))
+    log = ins.pretrain_log(ckpt)
+    assert len(log) == 7 and list(log.columns) == list(LOG_FIELDS)
+
+
+def test_pretrain_curves_figure():
+    fig = ins.plot_pretrain_curves(pd.DataFrame(_log_rows()), chance_acc=1 / 16)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    assert [a.get_title() for a in fig.axes][:2] == ["contrastive loss", "in-batch retrieval top-1"]
+    fig.canvas.draw()
+    with pytest.raises(ins.InspectError, match="empty"):
+        ins.plot_pretrain_curves([])
+
+
+def test_prior_table_has_one_row_per_model(tiny):
+    model, _ = tiny
+    df = ins.prior_table({"pretrained": model, "random init": ins.random_clip(model, 3)}, n=4, size=64, seed=0)
+    assert df["model"].tolist() == ["pretrained", "random init"]
+    assert {"image_auc", "dense_auc", "retrieval_top1", "chance"} <= set(df.columns)
+    assert df["n_images"].tolist() == [4, 4]
+
+
+def test_settings_for_profiles():
+    assert ins.settings_for("smoke")["probe_size"] % 32 == 0
+    with pytest.raises(ins.InspectError, match="profile"):
+        ins.settings_for("gpu")
+
+
+def test_prompt_explorer_redraws_on_change(tiny):
+    model, tok = tiny
+    ex = ins.prompt_explorer({"m": model}, tok, {"one": _image(64, 64), "two": _image(64, 96, 2)})
+    assert ex.view.value[:4] == b"\x89PNG"
+    assert ex.figure.axes[1].get_title().startswith("m: 'Text'")
+    ex.text.value = "a brick wall"  # the observer redraws
+    assert ex.figure.axes[1].get_title().startswith("m: 'a brick wall'")
+    ex.choice.value = "two"
+    assert ex.figure.axes[0].get_images()[0].get_array().shape[:2] == (64, 96)
+    assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
