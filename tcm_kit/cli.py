@@ -19,9 +19,28 @@ def _cmd_reproduce(args) -> int:
 def _cmd_synth(args) -> int:
     from .data.synth import write_synth_set
 
+    if args.gallery:
+        return _gallery(args)
+    if not args.preset or not args.out:
+        print("tcm-kit synth: --preset and --out are required (or --gallery)", file=sys.stderr)
+        return 2
     out = write_synth_set(args.preset, num=args.num, size=args.size, seed=args.seed, out=args.out,
                           workers=args.workers, progress=not args.quiet)
     print(f"wrote {args.num} {args.preset} images to {out}")
+    return 0
+
+
+def _gallery(args) -> int:
+    import time
+
+    from .data.synth import gallery
+    from .report import Stamp, save_figure
+
+    t0 = time.time()
+    fig = gallery(seed=args.seed, n=3, size=320)
+    path = save_figure(fig, "synth_gallery", "Synthetic scene-text domains (polygons: green care, red don't-care)",
+                       Stamp(profile="n/a", seeds=(args.seed,), wall_seconds=time.time() - t0), dpi=80)
+    print(f"gallery: {path}")
     return 0
 
 
@@ -93,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_reproduce)
 
     s = sub.add_parser("synth", help="write a synthetic scene-text set (images + annotations)")
-    s.add_argument("--preset", required=True, help="synth-ic15 | synth-td500 | synth-total | synth-doc")
+    s.add_argument("--preset", help="synth-ic15 | synth-td500 | synth-total | synth-doc")
     s.add_argument("--num", type=int, default=1000)
     s.add_argument("--size", type=int, default=640)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out")
+    s.add_argument("--gallery", action="store_true", help="write reports/synth_gallery.png (every preset) instead")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
