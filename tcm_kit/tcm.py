@@ -76,6 +76,10 @@ class Backbone(nn.Module):
     def out_channels(self) -> list[int]:
         return list(self._out_channels)
 
+    def image_encoder(self) -> nn.Module:
+        """The CLIP image-encoder modules (the optimiser gives them their own learning rate)."""
+        return nn.ModuleList([self.stem, self.layers])
+
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         x = self.stem(images)  # (B,w,H/4,W/4)
         feats = []
@@ -193,6 +197,10 @@ class TCM(nn.Module):
         if self.use_score_map:
             ch[3] += self.num_classes
         return ch
+
+    def image_encoder(self) -> nn.Module:
+        """The CLIP image encoder (fine-tuned; the optimiser gives it its own learning rate)."""
+        return self.clip.visual
 
     def text_embeddings(self, global_feat: torch.Tensor | None = None) -> torch.Tensor:
         """(B,K,C) with the language prompt generator, else (1,K,C) (cached in eval mode)."""

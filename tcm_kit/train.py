@@ -155,14 +155,13 @@ def build_model(cfg: TrainConfig, progress: bool = True):
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
-    """Image encoder at backbone_lr_mult x lr, everything else trainable at lr; frozen parts excluded."""
-    visual = {id(p) for p in model.backbone.visual.parameters()} if hasattr(model.backbone, "visual") else set()
-    enc, rest = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (enc if id(p) in visual else rest).append(p)
-    return [{"params": enc, "lr": cfg.lr * cfg.backbone_lr_mult, "base_mult": cfg.backbone_lr_mult},
-            {"params": rest, "lr": cfg.lr, "base_mult": 1.0}]
+    """The pre-trained image encoder at backbone_lr_mult x lr (authors' code: 0.1), everything else trainable at
+    lr; frozen parts (the text encoder) excluded. dbnet-scratch has no prior to preserve: all at lr."""
+    mult = 1.0 if cfg.detector.endswith("-scratch") else cfg.backbone_lr_mult
+    encoder = {id(p) for p in model.backbone.image_encoder().parameters()}
+    enc = [p for p in model.parameters() if p.requires_grad and id(p) in encoder]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
+    return [{"params": enc, "lr": cfg.lr * mult}, {"params": rest, "lr": cfg.lr}]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -122,3 +122,19 @@ def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path):
     assert "RANKS_IDENTICAL" in proc.stdout
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 3  # rank 0 logs each of the 2 steps once
+
+
+@pytest.mark.parametrize("detector,mult", [("dbnet", 0.1), ("tcm-dbnet", 0.1), ("dbnet-scratch", 1.0)])
+def test_image_encoder_gets_its_own_learning_rate(detector, mult):
+    from tcm_kit.clip import create_clip
+    from tcm_kit.heads.db import build_detector
+
+    cfg = smoke(detector=detector, lr=1e-3)
+    model = build_detector(detector, create_clip("TCM-RN-tiny", seed=0), neck_width=32, **cfg.tcm_flags())
+    enc, rest = T.param_groups(model, cfg)
+    assert enc["lr"] == pytest.approx(1e-3 * mult) and rest["lr"] == pytest.approx(1e-3)
+    encoder_ids = {id(p) for p in model.backbone.image_encoder().parameters()}
+    assert enc["params"] and {id(p) for p in enc["params"]} <= encoder_ids
+    assert not encoder_ids & {id(p) for p in rest["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(enc["params"]) + len(rest["params"]) == len(trainable)
