@@ -82,6 +82,8 @@ class TrainConfig:
     decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss
+    code_version: int = 2
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":

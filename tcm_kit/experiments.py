@@ -1,0 +1,665 @@
+"""The runs behind notebooks 02-05, as functions returning pandas tables; every run cached on disk by config hash.
+
+A run is one `TrainConfig`, trained by `tcm_kit.train.train` into data_dir()/runs/<config_hash>/. A finished run
+is read back, an unfinished one resumes, so re-running a notebook (or another notebook asking for the same
+config: the full-data TCM run is shared by 02-05) costs nothing for runs already done.
+
+How many runs, how long each: a frozen `Plan` per profile (`Plan.for_profile("smoke" | "cpu" | "full")`)
+holds the run budget (steps, sizes, data) and each notebook's grid; `plan_summary(plan)` counts the runs each
+notebook adds. `python -m tcm_kit.experiments [--profile cpu]` prints it.
+
+    plan = Plan.for_profile("cpu")
+    ablation_table(plan)                       # 02: TCM's components on one by one
+    tau_lambda_table(plan)                     # 02: τ x λ grid
+    few_shot_table(plan)                       # 03: hmean vs shot, mean ± std over seeds
+    transfer_matrix(transfer_table(plan))      # 04: train on a domain, test on every domain
+    detector_table(plan, detectors=[...])      # 05: each detector with and without TCM, each domain
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import train as T
+from .train import TrainConfig
+from .utils import config_hash, data_dir
+
+SYNTH_DOMAINS = ("synth-ic15", "synth-td500", "synth-total", "synth-doc")
+REAL_DOMAINS = ("icdar2015", "td500", "totaltext", "ctw1500")
+AUTHORS_PROMPT = "the pixels of many arbitrary-shape text instances."
+METRICS = ("precision", "recall", "hmean")
+
+
+class ExperimentError(ValueError):
+    """A plan, a grid or a table request that cannot be run (unknown detector, missing data, bad shape)."""
+
+
+# ---------------------------------------------------------------------------------------------------- plans
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of notebooks 02-05 for one profile. Budget fields left None keep `TrainConfig`'s profile value.
+
+    All notebooks share one training budget, so a config that appears in two notebooks (e.g. TCM-DBNet on
+    synth-ic15 with all data, seed 0) is trained once.
+    """
+    profile: str
+    # budget of every run (None: TrainConfig.for_profile(profile) default)
+    steps: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None  # synthetic images; also the training crop and the test long side
+    num_train: int | None = None
+    num_val: int | None = None
+    num_test: int | None = None
+    num_workers: int | None = None
+    threads: int | None = None  # torch threads while running (None: torch's default, all cores)
+    # 02: ablations
+    ablation_domain: str = "synth-ic15"
+    taus: tuple = (0.07,)
+    aux_weights: tuple = (1.0,)
+    # 03: few-shot curves
+    few_shot_domain: str = "synth-ic15"
+    shots: tuple = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+    seeds: tuple = (0, 1, 2)  # on the small shots (<= small_shot_max)
+    large_shot_seeds: int = 1  # the first k of `seeds` on the larger shots
+    small_shot_max: float = 0.1
+    # 04 / 05
+    domains: tuple = SYNTH_DOMAINS
+    detectors: tuple = ("dbnet", "tcm-dbnet")  # few-shot and transfer
+    main_detectors: tuple = ("dbnet", "tcm-dbnet", "dbnet-scratch")  # the main table (05)
+
+    @classmethod
+    def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
+        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 40 min on 2 cores; full: the paper's
+        setting on real data (give data_roots)."""
+        base = {
+            # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
+            "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
+                          small_shot_max=0.25, domains=("synth-ic15", "synth-total")),
+            # ~45 distinct runs for 02-05 together (see plan_summary); `steps` is the knob for the time budget
+            "cpu": dict(steps=100, batch_size=8, image_size=160, num_train=200, num_val=50, num_test=100,
+                        num_workers=0, taus=(0.03, 0.07, 0.2), aux_weights=(0.5, 1.0)),
+            "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS),
+        }
+        if profile not in base:
+            raise ExperimentError(f"profile must be smoke, cpu or full, got {profile!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ExperimentError(f"unknown Plan fields {sorted(unknown)}; known: {sorted(fields)}")
+        return cls(profile=profile, **{**base[profile], **overrides})
+
+    def budget(self) -> dict:
+        """The TrainConfig overrides shared by every run of this plan."""
+        b = {"steps": self.steps, "batch_size": self.batch_size, "num_train": self.num_train,
+             "num_val": self.num_val, "num_test": self.num_test, "num_workers": self.num_workers}
+        if self.image_size is not None:
+            b.update(image_size=self.image_size, train_size=self.image_size, test_size=self.image_size)
+        if self.steps is not None:  # keep warm-up and checkpoints in proportion to a short budget
+            base = TrainConfig.for_profile(self.profile)
+            b.update(warmup_steps=min(base.warmup_steps, max(1, self.steps // 10)),
+                     ckpt_every=min(base.ckpt_every, max(1, self.steps // 4)))
+        return {k: v for k, v in b.items() if v is not None}
+
+    def config(self, detector: str = "tcm-dbnet", domain: str = "synth-ic15", seed: int = 0, shot: float = 1.0,
+               data_roots: Mapping[str, str] | None = None, **tcm) -> TrainConfig:
+        """The TrainConfig of one run; TCM options only for tcm-* detectors (so baselines share one hash)."""
+        if tcm and not detector.startswith("tcm-"):
+            raise ExperimentError(f"{detector!r} takes no TCM options, got {sorted(tcm)}")
+        root = (data_roots or {}).get(domain)
+        if not domain.startswith("synth-") and root is None:
+            raise ExperimentError(f"domain {domain!r} is a real dataset: give its folder in data_roots "
+                                  f"(a mapping domain -> folder with train/ [val/] test/)")
+        return TrainConfig.for_profile(self.profile, **self.budget(), detector=detector, domain=domain,
+                                       data_root=None if root is None else str(root), seed=seed, shot=shot, **tcm)
+
+    def seeds_for(self, shot: float, seeds: Sequence[int] | None = None) -> tuple:
+        seeds = tuple(self.seeds if seeds is None else seeds)
+        return seeds if shot <= self.small_shot_max + 1e-9 else seeds[:max(1, self.large_shot_seeds)]
+
+    def describe(self) -> str:
+        c = self.config(domain="synth-ic15")
+        return (f"{c.steps} steps x batch {c.batch_size}, {c.train_size} px, synthetic splits "
+                f"{c.num_train}/{c.num_val}/{c.num_test} (train/val/test)")
+
+
+def as_plan(plan: Plan | str) -> Plan:
+    return Plan.for_profile(plan) if isinstance(plan, str) else plan
+
+
+def resolve_domains(plan: Plan | str, data_roots: Mapping[str, str] | None = None,
+                    domains: Sequence[str] | None = None) -> tuple:
+    """The domains to use: explicit `domains`, else those given real folders in data_roots, else the plan's."""
+    plan = as_plan(plan)
+    if domains is not None:
+        out = tuple(domains)
+    elif data_roots:
+        out = tuple(d for d, root in data_roots.items() if root)
+    else:
+        out = plan.domains
+    missing = [d for d in out if not d.startswith("synth-") and not (data_roots or {}).get(d)]
+    if missing:
+        raise ExperimentError(f"real domains {missing} need a folder each: pass data_roots={{domain: path}} "
+                              f"(profile {plan.profile!r})")
+    if not out:
+        raise ExperimentError("no domains to run")
+    return out
+
+
+def _check_detectors(detectors: Iterable[str]) -> tuple:
+    from . import heads
+    from .heads.db import DETECTORS
+
+    known = set(DETECTORS) | set(getattr(heads, "DETECTORS", ()))
+    detectors = tuple(detectors)
+    unknown = [d for d in detectors if d not in known]
+    if unknown:
+        raise ExperimentError(f"unknown detectors {unknown}; available: {sorted(known)}")
+    if not detectors:
+        raise ExperimentError("no detectors given")
+    return detectors
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+def runs_dir() -> Path:
+    return data_dir() / "runs"
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    return runs_dir() / config_hash(cfg)
+
+
+def run_one(cfg: TrainConfig, progress: bool = False) -> dict:
+    """Train (or resume, or read back) one run in data_dir()/runs/<config_hash>/ -> its result dict + run_dir."""
+    out = run_dir(cfg)
+    done = out / "result.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        if result.get("config_hash") == config_hash(cfg):
+            return {**result, "run_dir": str(out)}
+    result = T.train(cfg, out, progress=progress)
+    return {**result, "run_dir": str(out)}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bool = True) -> list[dict]:
+    """run_one over configs with one tqdm bar; a config repeated in the list is run once."""
+    results: dict[str, dict] = {}
+    with _torch_threads(plan.threads):
+        bar = tqdm(configs, desc=f"{desc} [{plan.profile}]", unit="run", disable=not progress)
+        for cfg in bar:
+            h = config_hash(cfg)
+            bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
+            if h not in results:
+                results[h] = run_one(cfg)
+    return [results[config_hash(c)] for c in configs]
+
+
+def _metrics(result: dict) -> dict:
+    return {k: float(result[k]) for k in METRICS}
+
+
+# ---------------------------------------------------------------------------------------------------- 02 ablations
+
+def ablation_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
+                     data_roots: Mapping[str, str] | None = None) -> dict[str, TrainConfig]:
+    """variant label -> config: the paper's components switched on one by one, then two extra rows."""
+    plan = as_plan(plan)
+    domain = domain or plan.ablation_domain
+    tcm = lambda **kw: plan.config("tcm-dbnet", domain, seed, data_roots=data_roots, **kw)  # noqa: E731
+    off = dict(learnable_prompt=False, language_prompt=False, visual_prompt=False, context_decoder=False,
+               aux_weight=0.0)
+    return {
+        "DBNet (no TCM)": plan.config("dbnet", domain, seed, data_roots=data_roots),
+        "+ score map, fixed prompt": tcm(**off),
+        "+ learnable prompt": tcm(**{**off, "learnable_prompt": True}),
+        "+ language prompt generator": tcm(**{**off, "learnable_prompt": True, "language_prompt": True}),
+        "+ visual prompt generator": tcm(**{**off, "learnable_prompt": True, "language_prompt": True,
+                                            "visual_prompt": True}),
+        "+ auxiliary loss (= TCM)": tcm(context_decoder=False),
+        "TCM, authors' prompt sentence": tcm(context_decoder=False, prompt=AUTHORS_PROMPT),
+        "TCM + context decoder": tcm(context_decoder=True),
+    }
+
+
+def _tcm_columns(cfg: TrainConfig) -> dict:
+    if not cfg.detector.startswith("tcm-"):
+        return {"score_map": False, "learnable_prompt": False, "language_prompt": False, "visual_prompt": False,
+                "aux_weight": 0.0, "context_decoder": False, "prompt": "-"}
+    return {"score_map": cfg.score_map, "learnable_prompt": cfg.learnable_prompt,
+            "language_prompt": cfg.language_prompt, "visual_prompt": cfg.visual_prompt,
+            "aux_weight": float(cfg.aux_weight), "context_decoder": cfg.context_decoder, "prompt": cfg.prompt}
+
+
+def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
+                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """One row per variant: its switches, P/R/hmean on the same test split, Δhmean vs the DBNet baseline."""
+    plan = as_plan(plan)
+    configs = ablation_configs(plan, seed, domain, data_roots)
+    results = run_many(plan, list(configs.values()), "ablations", progress)
+    rows = [{"variant": label, **_tcm_columns(cfg), **_metrics(r), "config": config_hash(cfg)}
+            for (label, cfg), r in zip(configs.items(), results)]
+    df = pd.DataFrame(rows)
+    df.insert(df.columns.get_loc("hmean") + 1, "delta_hmean", df["hmean"] - df["hmean"].iloc[0])
+    return df
+
+
+def tau_lambda_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
+                       taus: Sequence[float] | None = None, aux_weights: Sequence[float] | None = None,
+                       data_roots: Mapping[str, str] | None = None) -> dict[tuple, TrainConfig]:
+    """(τ, λ) -> full-TCM config (context decoder off, as the ablation's TCM row)."""
+    plan = as_plan(plan)
+    domain = domain or plan.ablation_domain
+    taus = plan.taus if taus is None else tuple(taus)
+    lams = plan.aux_weights if aux_weights is None else tuple(aux_weights)
+    return {(float(t), float(lam)): plan.config("tcm-dbnet", domain, seed, data_roots=data_roots,
+                                                context_decoder=False, tau=float(t), aux_weight=float(lam))
+            for t in taus for lam in lams}
+
+
+def tau_lambda_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
+                     taus: Sequence[float] | None = None, aux_weights: Sequence[float] | None = None,
+                     data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """One row per (τ, λ) of the grid: P/R/hmean of TCM-DBNet."""
+    plan = as_plan(plan)
+    configs = tau_lambda_configs(plan, seed, domain, taus, aux_weights, data_roots)
+    results = run_many(plan, list(configs.values()), "tau x lambda", progress)
+    return pd.DataFrame([{"tau": t, "lambda": lam, **_metrics(r), "config": config_hash(c)}
+                         for ((t, lam), c), r in zip(configs.items(), results)])
+
+
+# ---------------------------------------------------------------------------------------------------- 03 few-shot
+
+def few_shot_configs(plan: Plan | str, shots: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+                     detectors: Sequence[str] | None = None, domain: str | None = None,
+                     data_roots: Mapping[str, str] | None = None) -> list[TrainConfig]:
+    plan = as_plan(plan)
+    shots = plan.shots if shots is None else tuple(shots)
+    detectors = _check_detectors(plan.detectors if detectors is None else detectors)
+    domain = domain or plan.few_shot_domain
+    bad = [s for s in shots if not 0 < s <= 1]
+    if bad:
+        raise ExperimentError(f"shots must lie in (0, 1], got {bad}")
+    return [plan.config(det, domain, seed, shot=float(shot), data_roots=data_roots)
+            for det in detectors for shot in shots for seed in plan.seeds_for(shot, seeds)]
+
+
+def few_shot_runs(plan: Plan | str, shots: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+                  detectors: Sequence[str] | None = None, domain: str | None = None,
+                  data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """One row per run: detector, shot, seed, train_images, P/R/hmean."""
+    plan = as_plan(plan)
+    configs = few_shot_configs(plan, shots, seeds, detectors, domain, data_roots)
+    results = run_many(plan, configs, "few-shot", progress)
+    return pd.DataFrame([{"detector": c.detector, "shot": c.shot, "seed": c.seed,
+                          "train_images": int(r.get("train_images", -1)), **_metrics(r), "config": config_hash(c)}
+                         for c, r in zip(configs, results)])
+
+
+def aggregate_few_shot(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN with one seed) of each metric over seeds, per (detector, shot)."""
+    g = runs.groupby(["detector", "shot"], sort=False)
+    out = g.agg(n_seeds=("seed", "nunique"), train_images=("train_images", "first"))
+    for m in METRICS:
+        out[f"{m}_mean"] = g[m].mean()
+        out[f"{m}_std"] = g[m].std(ddof=1)
+    return out.reset_index().sort_values(["detector", "shot"], kind="stable").reset_index(drop=True)
+
+
+def few_shot_table(plan: Plan | str, shots: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+                   detectors: Sequence[str] | None = None, domain: str | None = None,
+                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """hmean (and P, R) vs shot per detector, mean ± std over seeds (3+ seeds on the small shots in `cpu`)."""
+    return aggregate_few_shot(few_shot_runs(plan, shots, seeds, detectors, domain, data_roots, progress))
+
+
+def few_shot_gain(table: pd.DataFrame, baseline: str = "dbnet", method: str = "tcm-dbnet") -> pd.DataFrame:
+    """Per shot: the two mean hmeans and their difference (method - baseline)."""
+    p = table.pivot(index="shot", columns="detector", values="hmean_mean")
+    if baseline not in p or method not in p:
+        raise ExperimentError(f"few-shot table lacks {baseline!r} or {method!r}: has {list(p.columns)}")
+    return pd.DataFrame({"shot": p.index, baseline: p[baseline].values, method: p[method].values,
+                         "gain": (p[method] - p[baseline]).values})
+
+
+# ---------------------------------------------------------------------------------------------------- 04 transfer
+
+def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
+                     detectors: Sequence[str] | None = None, seed: int = 0,
+                     data_roots: Mapping[str, str] | None = None) -> list[TrainConfig]:
+    plan = as_plan(plan)
+    domains = resolve_domains(plan, data_roots, domains)
+    detectors = _check_detectors(plan.detectors if detectors is None else detectors)
+    return [plan.config(det, dom, seed, data_roots=data_roots) for det in detectors for dom in domains]
+
+
+def _test_key(cfg: TrainConfig) -> str:
+    """Identity of a test split (independent of where data_dir() is)."""
+    split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.num_test,
+             "image_size": cfg.image_size}
+    return f"{cfg.domain}-{config_hash(split)}"
+
+
+def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig]) -> list[dict]:
+    """P/R/hmean of a finished run on each target's test split (threshold from the run's own val split).
+
+    Cached in <run_dir>/transfer/<test key>.json; the model is loaded only when something is missing.
+    """
+    out_dir = Path(result["run_dir"]) / "transfer"
+    metrics, todo = {}, []
+    for t in targets:
+        if _test_key(t) == _test_key(cfg):
+            metrics[_test_key(t)] = _metrics(result)  # its own test split: the run's result
+            continue
+        path = out_dir / f"{_test_key(t)}.json"
+        if path.exists():
+            metrics[_test_key(t)] = json.loads(path.read_text())
+        else:
+            todo.append((t, path))
+    if todo:
+        model, run_cfg, _ = T.load_run(result["run_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for t, path in todo:
+            m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False))
+            m = {**_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test")}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(m, indent=1))
+            os.replace(tmp, path)
+            metrics[_test_key(t)] = m
+    return [metrics[_test_key(t)] for t in targets]
+
+
+def transfer_table(plan: Plan | str, domains: Sequence[str] | None = None,
+                   detectors: Sequence[str] | None = None, seed: int = 0,
+                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Long table: one row per (detector, train_domain, test_domain) with P/R/hmean; in_domain marks the
+    diagonal. Each detector is trained once per domain and tested on every domain's test split."""
+    plan = as_plan(plan)
+    configs = transfer_configs(plan, domains, detectors, seed, data_roots)
+    results = run_many(plan, configs, "transfer: train", progress)
+    rows = []
+    with _torch_threads(plan.threads):
+        for cfg, r in tqdm(list(zip(configs, results)), desc=f"transfer: test [{plan.profile}]", unit="run",
+                           disable=not progress):
+            targets = [c for c in configs if c.detector == cfg.detector]
+            for t, m in zip(targets, cross_evaluate(r, cfg, targets)):
+                rows.append({"detector": cfg.detector, "train_domain": cfg.domain, "test_domain": t.domain,
+                             "in_domain": t.domain == cfg.domain, **_metrics(m)})
+    return pd.DataFrame(rows)
+
+
+def transfer_matrix(long: pd.DataFrame, metric: str = "hmean") -> pd.DataFrame:
+    """Wide: rows (detector, train_domain), one column per test domain, plus the mean over the other domains."""
+    test_domains = list(dict.fromkeys(long["test_domain"]))
+    wide = long.pivot_table(index=["detector", "train_domain"], columns="test_domain", values=metric,
+                            sort=False)[test_domains]
+    off = long[~long["in_domain"]].groupby(["detector", "train_domain"], sort=False)[metric].mean()
+    wide["mean on other domains"] = off.reindex(wide.index).values
+    wide = wide.reset_index()
+    wide.columns.name = None
+    return wide
+
+
+# ---------------------------------------------------------------------------------------------------- 05 main table
+
+def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
+                     domains: Sequence[str] | None = None, seed: int = 0,
+                     data_roots: Mapping[str, str] | None = None) -> list[TrainConfig]:
+    plan = as_plan(plan)
+    detectors = _check_detectors(plan.main_detectors if detectors is None else detectors)
+    domains = resolve_domains(plan, data_roots, domains)
+    return [plan.config(det, dom, seed, data_roots=data_roots) for dom in domains for det in detectors]
+
+
+def detector_table(plan: Plan | str, detectors: Sequence[str] | None = None, domains: Sequence[str] | None = None,
+                   seed: int = 0, data_roots: Mapping[str, str] | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """The main table: one row per (domain, detector), P/R/hmean, and for tcm-X the hmean gain over X."""
+    plan = as_plan(plan)
+    configs = detector_configs(plan, detectors, domains, seed, data_roots)
+    results = run_many(plan, configs, "detectors", progress)
+    df = pd.DataFrame([{"domain": c.domain, "detector": c.detector, **_metrics(r), "config": config_hash(c)}
+                       for c, r in zip(configs, results)])
+    plain = df.set_index(["domain", "detector"])["hmean"]  # tcm-X is compared with X on the same domain
+    gain = [h - plain.get((d, det[4:]), np.nan) if det.startswith("tcm-") else np.nan
+            for d, det, h in zip(df["domain"], df["detector"], df["hmean"])]
+    df.insert(df.columns.get_loc("hmean") + 1, "tcm_gain", gain)
+    return df
+
+
+def paper_main_table() -> pd.DataFrame:
+    """The paper's reported F-measures (authors' README / CVPR 2023 paper), in %: for side-by-side display only."""
+    f, gain = "F-measure (%)", "TCM gain (F points)"
+    rows = [("TCM-DBNet (CLIP RN50)", "MSRA-TD500", f, 88.8), ("TCM-DBNet (CLIP RN50)", "ICDAR2015", f, 88.8),
+            ("TCM-DBNet (CLIP RN50)", "CTW1500", f, 85.1), ("TCM-DBNet (CLIP RN50)", "Total-Text", f, 85.9),
+            ("TCM-DBNet vs DBNet", "ICDAR2015", gain, 1.9), ("TCM-PAN vs PAN", "ICDAR2015", gain, 1.7),
+            ("TCM-FCENet vs FCENet", "ICDAR2015", gain, 0.9)]
+    rows = [(m, d, k, f"{v:+.1f}" if k == gain else f"{v:.1f}") for m, d, k, v in rows]  # as printed in the paper
+    return pd.DataFrame(rows, columns=["method (paper)", "dataset", "metric", "value (paper)"])
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+
+def plot_few_shot(table: pd.DataFrame, metric: str = "hmean", title: str | None = None):
+    """hmean vs shot (log x), one line per detector, error bars = std over seeds -> matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for det, g in table.groupby("detector", sort=False):
+        g = g.sort_values("shot")
+        ax.errorbar(g["shot"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"].fillna(0.0), marker="o", capsize=3,
+                    label=f"{det}")
+    ax.set_xscale("log")
+    shots = sorted(table["shot"].unique())
+    ax.set_xticks(shots, [f"{s:g}" for s in shots])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("shot (fraction of the training split)")
+    ax.set_ylabel(f"{metric} (test)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or f"Few-shot: {metric} vs shot (mean ± std over seeds)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for report.save_figure's stamp
+    return fig
+
+
+def plot_transfer_heatmap(long: pd.DataFrame, metric: str = "hmean", title: str | None = None):
+    """One heat-map per detector (rows: trained on, columns: tested on), plus TCM minus baseline when both
+    dbnet and tcm-dbnet are present -> matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    dets = list(dict.fromkeys(long["detector"]))
+    doms = list(dict.fromkeys(long["train_domain"]))
+    tests = list(dict.fromkeys(long["test_domain"]))
+    mats = {d: long[long["detector"] == d].pivot(index="train_domain", columns="test_domain", values=metric)
+            .reindex(index=doms, columns=tests).to_numpy() for d in dets}
+    panels = [(d, mats[d], "viridis", (0, 1)) for d in dets]
+    pairs = [(d, d[4:]) for d in dets if d.startswith("tcm-") and d[4:] in mats]
+    for tcm, base in pairs:
+        diff = mats[tcm] - mats[base]
+        lim = max(0.05, float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 0.05)
+        panels.append((f"{tcm} - {base}", diff, "RdBu", (-lim, lim)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.5, 3.4), squeeze=False)
+    for ax, (name, m, cmap, (lo, hi)) in zip(axes[0], panels):
+        im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="w" if cmap == "viridis" and m[i, j] < 0.6 else "k")
+        ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(doms)), doms, fontsize=8)
+        ax.set_xlabel("tested on")
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    axes[0][0].set_ylabel("trained on")
+    fig.suptitle(title or f"Cross-domain transfer: test {metric}")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for report.save_figure's stamp
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------- words
+
+def _f(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _signed(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
+
+
+def describe_ablation(df: pd.DataFrame) -> str:
+    """One sentence from the ablation table's numbers."""
+    h = df.set_index("variant")["hmean"]
+    if h.max() - h.min() < 1e-9:
+        return (f"All {len(h)} variants reach the same test hmean ({_f(h.iloc[0])}): at this budget the ablation "
+                f"does not separate TCM's components.")
+    steps = df["hmean"].diff().iloc[1:6]
+    biggest = df["variant"].iloc[int(steps.values.argmax()) + 1]
+    tcm = h.get("+ auxiliary loss (= TCM)", np.nan)
+    return (f"Best variant: **{h.idxmax()}** (hmean {_f(h.max())}); full TCM vs the DBNet baseline: "
+            f"{_signed(tcm - h.iloc[0])}; the largest single step up the ladder is '{biggest}' "
+            f"({_signed(steps.max())}).")
+
+
+def describe_tau_lambda(df: pd.DataFrame) -> str:
+    if len(df) == 0:
+        return "The τ x λ grid is empty."
+    best = df.loc[df["hmean"].idxmax()]
+    spread = df["hmean"].max() - df["hmean"].min()
+    if spread < 1e-9:
+        return f"All {len(df)} (τ, λ) settings give the same hmean ({_f(best['hmean'])})."
+    return (f"Best setting: τ = {best['tau']:g}, λ = {best['lambda']:g} (hmean {_f(best['hmean'])}); hmean spreads "
+            f"over {_f(spread)} across the {len(df)} settings.")
+
+
+def describe_few_shot(table: pd.DataFrame, baseline: str = "dbnet", method: str = "tcm-dbnet",
+                      small_shot_max: float = 0.1) -> str:
+    g = few_shot_gain(table, baseline, method)
+    parts = ", ".join(f"{s:g}: {_signed(v)}" for s, v in zip(g["shot"], g["gain"]))
+    if (g["gain"].abs() < 1e-9).all():
+        return (f"{method} and {baseline} reach the same mean test hmean at every shot ({parts}): no gain "
+                f"measured at this budget.")
+    small = g[g["shot"] <= small_shot_max + 1e-9]["gain"]
+    large = g[g["shot"] > small_shot_max + 1e-9]["gain"]
+    top = g.loc[g["gain"].idxmax()]
+    s = (f"{method} minus {baseline} (mean test hmean) per shot: {parts}. The gain is largest at shot "
+         f"{top['shot']:g} ({_signed(top['gain'])})")
+    if len(small) and len(large):
+        s += (f"; averaged over shots <= {small_shot_max:g} it is {_signed(small.mean())}, over larger shots "
+              f"{_signed(large.mean())}: "
+              + ("the gain is larger with less data, as the paper reports" if small.mean() > large.mean()
+                 else "the gain is not larger with less data, unlike the paper's report"))
+    return s + "."
+
+
+def describe_transfer(long: pd.DataFrame) -> str:
+    off = long[~long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
+    on = long[long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
+    if off.empty:
+        return "Only one domain: no transfer to measure."
+    parts = "; ".join(f"{d}: {_f(off[d])} on other domains vs {_f(on[d])} in-domain" for d in off.index)
+    best = off.idxmax()
+    tie = (off.max() - off.min()) < 1e-9
+    return (f"Mean test hmean — {parts}. "
+            + ("The detectors transfer equally well here." if tie else
+               f"**{best}** transfers best (+{off.max() - off.drop(best).max():.3f} over the next)."))
+
+
+def describe_main(df: pd.DataFrame) -> str:
+    gains = df.dropna(subset=["tcm_gain"])
+    if gains.empty:
+        return "No detector appears both with and without TCM: no gain to report."
+    parts = []
+    for det, g in gains.groupby("detector", sort=False):
+        better, worse = int((g["tcm_gain"] > 1e-9).sum()), int((g["tcm_gain"] < -1e-9).sum())
+        parts.append(f"{det} beats {det[4:]} on {better} of {len(g)} domains, loses on {worse}, ties on "
+                     f"{len(g) - better - worse} (mean hmean gain {_signed(g['tcm_gain'].mean())})")
+    return "; ".join(parts) + " — the paper reports +1.9 F points for TCM-DBNet over DBNet on ICDAR2015."
+
+
+# ---------------------------------------------------------------------------------------------------- plan sizes
+
+def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
+    """notebook -> a function returning the configs it trains."""
+    return {
+        "02_prompt_generator_ablations": lambda: [*ablation_configs(plan, seed, data_roots=data_roots).values(),
+                                                  *tau_lambda_configs(plan, seed, data_roots=data_roots).values()],
+        "03_few_shot_curves": lambda: few_shot_configs(plan, seeds=tuple(seed + s for s in plan.seeds),
+                                                       data_roots=data_roots),
+        "04_cross_dataset_transfer": lambda: transfer_configs(plan, domains, seed=seed, data_roots=data_roots),
+        "05_plugged_detectors": lambda: detector_configs(plan, domains=domains, seed=seed, data_roots=data_roots),
+    }
+
+
+def notebook_configs(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] | None = None,
+                     domains: Sequence[str] | None = None) -> dict:
+    """notebook -> the configs it trains (the full-data seed-`seed` runs are shared between notebooks)."""
+    return {nb: make() for nb, make in _notebook_plans(as_plan(plan), seed, data_roots, domains).items()}
+
+
+def plan_summary(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per notebook: runs it asks for, distinct ones, the new ones when 02-05 run in order, cross-evaluations.
+    On `full` without data_roots, placeholder folders stand in so that the runs can be counted; a notebook
+    that cannot run with the given data_roots gets a row with its reason in `note`."""
+    plan = as_plan(plan)
+    domains = None
+    if plan.profile == "full" and not data_roots:
+        data_roots = {d: f"<{d}>" for d in (plan.ablation_domain, plan.few_shot_domain, *plan.domains)}
+        domains = plan.domains
+    domains = resolve_domains(plan, data_roots, domains)
+    seen: set[str] = set()
+    rows = []
+    for nb, make in _notebook_plans(plan, seed, data_roots, domains).items():
+        try:
+            cfgs = make()
+        except ExperimentError as e:
+            rows.append({"notebook": nb, "runs": 0, "distinct": 0, "new_in_order": 0, "cross_evals": 0,
+                         "note": str(e)})
+            continue
+        hashes = [config_hash(c) for c in cfgs]
+        new = set(hashes) - seen
+        seen |= new
+        n = len(domains)
+        evals = len(plan.detectors) * n * (n - 1) if nb.startswith("04") else 0
+        rows.append({"notebook": nb, "runs": len(cfgs), "distinct": len(set(hashes)), "new_in_order": len(new),
+                     "cross_evals": evals, "note": ""})
+    df = pd.DataFrame(rows)
+    total = {"notebook": "total", "runs": int(df["runs"].sum()), "distinct": len(seen), "new_in_order": len(seen),
+             "cross_evals": int(df["cross_evals"].sum()), "note": ""}
+    return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+
+
+if __name__ == "__main__":  # python -m tcm_kit.experiments --profile cpu
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Print the runs notebooks 02-05 need under a profile.")
+    ap.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "full"))
+    a = ap.parse_args()
+    p = Plan.for_profile(a.profile)
+    print(f"profile {a.profile}: {p.describe()}")
+    print(plan_summary(p).to_string(index=False))

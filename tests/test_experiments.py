@@ -1,0 +1,191 @@
+"""Experiment tables: runs cached by config hash, plan sizes, few-shot mean/std, transfer matrix, main table.
+
+`tcm_kit.train.train` (and the model loading of cross-evaluation) is replaced by fakes returning fixed numbers:
+the tables' plumbing is the point here, real training is covered by test_train.py and the notebooks under nbval.
+"""
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from tcm_kit import experiments as ex  # noqa: E402
+from tcm_kit import train as T  # noqa: E402
+from tcm_kit.utils import config_hash  # noqa: E402
+
+
+def fake_hmean(cfg) -> float:
+    """A fixed, config-dependent number: TCM +0.1, more data better, seeds differ."""
+    return round(0.2 + 0.1 * cfg.detector.startswith("tcm-") + 0.3 * cfg.shot + 0.01 * cfg.seed
+                 + (0.05 if cfg.domain == "synth-total" else 0.0), 6)
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    """TCM_KIT_DATA in tmp; T.train replaced by a fake that writes result.json as the real one does."""
+    monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "data"))
+    calls = []
+
+    def train(cfg, out_dir, progress=True, device=None):
+        calls.append(cfg)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        h = fake_hmean(cfg)
+        res = {"precision": h, "recall": h, "hmean": h, "box_thresh": 0.5, "config_hash": config_hash(cfg),
+               "detector": cfg.detector, "train_images": max(1, math.ceil(cfg.shot * cfg.num_train))}
+        (out / "result.json").write_text(json.dumps(res))
+        return res
+
+    monkeypatch.setattr(T, "train", train)
+    return calls
+
+
+def test_run_one_trains_once_per_config_hash(fake_train):
+    cfg = ex.Plan.for_profile("smoke").config("tcm-dbnet", "synth-ic15")
+    first = ex.run_one(cfg)
+    assert Path(first["run_dir"]).name == config_hash(cfg) and Path(first["run_dir"]).parent == ex.runs_dir()
+    mtime = (Path(first["run_dir"]) / "result.json").stat().st_mtime_ns
+    again = ex.run_one(cfg)
+    assert len(fake_train) == 1 and again == first
+    assert (Path(first["run_dir"]) / "result.json").stat().st_mtime_ns == mtime
+    other = ex.run_one(ex.Plan.for_profile("smoke").config("tcm-dbnet", "synth-ic15", seed=1))
+    assert len(fake_train) == 2 and other["run_dir"] != first["run_dir"]
+
+
+def test_run_many_runs_a_repeated_config_once(fake_train):
+    plan = ex.Plan.for_profile("smoke")
+    a, b = plan.config("dbnet"), plan.config("tcm-dbnet")
+    res = ex.run_many(plan, [a, b, a], "t", progress=False)
+    assert len(fake_train) == 2 and res[0] == res[2] and res[1]["detector"] == "tcm-dbnet"
+
+
+def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
+    plan = ex.Plan.for_profile("cpu", steps=37)
+    cfgs = [c for cs in ex.notebook_configs(plan).values() for c in cs]
+    assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.image_size}
+    assert all(c.warmup_steps <= 37 and c.ckpt_every <= 37 for c in cfgs)
+    assert ex.Plan.for_profile("smoke").config().steps == T.TrainConfig.for_profile("smoke").steps
+    with pytest.raises(ex.ExperimentError, match="unknown Plan fields"):
+        ex.Plan.for_profile("cpu", step=10)
+    with pytest.raises(ex.ExperimentError, match="profile"):
+        ex.Plan.for_profile("laptop")
+    with pytest.raises(ex.ExperimentError, match="data_roots"):
+        ex.Plan.for_profile("full").config("dbnet", "icdar2015")
+    with pytest.raises(ex.ExperimentError, match="TCM options"):
+        ex.Plan.for_profile("smoke").config("dbnet", tau=0.1)
+
+
+def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
+    smoke = ex.plan_summary("smoke").set_index("notebook")
+    assert smoke.loc["total", "distinct"] <= 20
+    assert (smoke.drop("total")["distinct"] <= 10).all()
+    cpu = ex.Plan.for_profile("cpu")
+    assert cpu.shots == (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+    runs = ex.few_shot_configs(cpu)
+    for shot in (0.01, 0.05, 0.1):
+        assert len({c.seed for c in runs if c.shot == shot and c.detector == "dbnet"}) >= 3
+    assert len(runs) == 2 * (3 * 3 + 3 * 1)
+    summary = ex.plan_summary(cpu).set_index("notebook")
+    assert summary.loc["total", "distinct"] == len({config_hash(c) for cs in ex.notebook_configs(cpu).values()
+                                                    for c in cs})
+    assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * 4 * 3
+    # the all-data TCM run is shared by 02, 03, 04 and 05
+    shared = config_hash(cpu.config("tcm-dbnet", "synth-ic15"))
+    assert all(shared in {config_hash(c) for c in cs} for cs in ex.notebook_configs(cpu).values())
+
+
+def test_ablation_table_has_the_ladder_and_extra_rows(fake_train):
+    df = ex.ablation_table("smoke", progress=False)
+    assert list(df["variant"]) == list(ex.ablation_configs("smoke"))
+    assert len(df) == 8 and df["delta_hmean"].iloc[0] == 0.0
+    ladder = df.iloc[:6]
+    assert list(ladder["learnable_prompt"]) == [False, False, True, True, True, True]
+    assert list(ladder["visual_prompt"]) == [False, False, False, False, True, True]
+    assert list(ladder["aux_weight"]) == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert df["prompt"].iloc[6] == ex.AUTHORS_PROMPT and bool(df["context_decoder"].iloc[7])
+    assert df["hmean"].between(0, 1).all()
+    assert "Best variant" in ex.describe_ablation(df)
+    tl = ex.tau_lambda_table("smoke", progress=False)
+    assert len(tl) == 2 and set(tl["tau"]) == {0.07, 0.2}
+    # the τ=0.07, λ=1 point is the ablation's TCM row: reused, not retrained
+    assert len(fake_train) == 8 + 1
+
+
+def test_few_shot_table_mean_and_std_over_seeds(fake_train):
+    plan = ex.Plan.for_profile("smoke", shots=(0.1, 0.5, 1.0), seeds=(0, 1, 2), small_shot_max=0.1)
+    table = ex.few_shot_table(plan, progress=False)
+    assert len(table) == 2 * 3
+    row = table[(table["detector"] == "tcm-dbnet") & (table["shot"] == 0.1)].iloc[0]
+    vals = [fake_hmean(plan.config("tcm-dbnet", shot=0.1, seed=s)) for s in (0, 1, 2)]
+    assert row["n_seeds"] == 3 and row["hmean_mean"] == pytest.approx(np.mean(vals))
+    assert row["hmean_std"] == pytest.approx(np.std(vals, ddof=1))
+    big = table[(table["detector"] == "dbnet") & (table["shot"] == 0.5)].iloc[0]
+    assert big["n_seeds"] == 1 and math.isnan(big["hmean_std"])
+    gain = ex.few_shot_gain(table)
+    assert gain["gain"].to_numpy() == pytest.approx([0.1, 0.1, 0.1])
+    assert "tcm-dbnet minus dbnet" in ex.describe_few_shot(table)
+    fig = ex.plot_few_shot(table)
+    assert len(fig.axes[0].lines) >= 2
+    with pytest.raises(ex.ExperimentError, match="shots"):
+        ex.few_shot_configs(plan, shots=(0.0,))
+
+
+def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeypatch):
+    loads = []
+
+    def load_run(run_dir, device="cpu"):
+        loads.append(run_dir)
+        return "model", json.loads((Path(run_dir) / "result.json").read_text()), None
+
+    monkeypatch.setattr(T, "load_run", load_run)
+    monkeypatch.setattr(T, "split_dir", lambda cfg, split, progress=True: Path("/fake") / cfg.domain / split)
+    monkeypatch.setattr(T, "evaluate_run", lambda model, cfg, progress=True, device="cpu", test_root=None: {
+        "precision": 0.1, "recall": 0.1, "hmean": 0.1 if "synth-td500" in str(test_root) else 0.05,
+        "box_thresh": 0.5, "n_test": 4})
+    domains = ("synth-ic15", "synth-td500", "synth-total")
+    long = ex.transfer_table("smoke", domains=domains, progress=False)
+    assert len(long) == 2 * 3 * 3 and long["in_domain"].sum() == 2 * 3
+    diag = long[long["in_domain"] & (long["detector"] == "dbnet") & (long["train_domain"] == "synth-total")]
+    assert diag["hmean"].item() == fake_hmean(ex.Plan.for_profile("smoke").config("dbnet", "synth-total"))
+    cross = long[(long["train_domain"] == "synth-ic15") & (long["test_domain"] == "synth-td500")]
+    assert (cross["hmean"] == 0.1).all()
+    m = ex.transfer_matrix(long)
+    assert m.shape == (2 * 3, 2 + 3 + 1)
+    assert list(m.columns) == ["detector", "train_domain", *domains, "mean on other domains"]
+    assert len(loads) == 6
+    ex.transfer_table("smoke", domains=domains, progress=False)
+    assert len(loads) == 6 and len(fake_train) == 6  # cross-evaluations and runs all read back from disk
+    assert "transfers" in ex.describe_transfer(long) or "equally" in ex.describe_transfer(long)
+    assert len(ex.plot_transfer_heatmap(long).axes) >= 3
+
+
+def test_detector_table_gain_and_validation(fake_train):
+    df = ex.detector_table("smoke", detectors=["dbnet", "tcm-dbnet", "dbnet-scratch"],
+                           domains=["synth-ic15", "synth-total"], progress=False)
+    assert len(df) == 6 and set(df["detector"]) == {"dbnet", "tcm-dbnet", "dbnet-scratch"}
+    gains = df.dropna(subset=["tcm_gain"])
+    assert list(gains["detector"]) == ["tcm-dbnet"] * 2 and gains["tcm_gain"].to_numpy() == pytest.approx([0.1, 0.1])
+    assert "beats dbnet on 2 of 2 domains" in ex.describe_main(df)
+    with pytest.raises(ex.ExperimentError, match="unknown detectors"):
+        ex.detector_table("smoke", detectors=["yolo"], progress=False)
+    with pytest.raises(ex.ExperimentError, match="need a folder"):
+        ex.detector_table("smoke", domains=["icdar2015"], progress=False)
+    roots = ex.resolve_domains("full", data_roots={"icdar2015": "/d/ic15", "td500": None})
+    assert roots == ("icdar2015",)
+    paper = ex.paper_main_table()
+    assert paper[paper["metric"] == "F-measure (%)"]["value (paper)"].tolist() == ["88.8", "88.8", "85.1", "85.9"]
+    assert paper[paper["method (paper)"] == "TCM-DBNet vs DBNet"]["value (paper)"].item() == "+1.9"
+
+
+def test_describers_say_when_nothing_separates_the_runs():
+    df = pd.DataFrame({"variant": ["a", "b"], "hmean": [0.0, 0.0]})
+    assert "same test hmean" in ex.describe_ablation(df)
+    tl = pd.DataFrame({"tau": [0.07, 0.2], "lambda": [1.0, 1.0], "hmean": [0.3, 0.3]})
+    assert "same hmean" in ex.describe_tau_lambda(tl)
+    flat = pd.DataFrame({"detector": ["dbnet", "tcm-dbnet"], "shot": [0.1, 0.1], "hmean_mean": [0.2, 0.2]})
+    assert "no gain measured" in ex.describe_few_shot(flat)
