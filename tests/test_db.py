@@ -1,45 +1,18 @@
 """DBNet plug-in: neck, head, losses, post-processing, Detector and build_detector (tiny model, seconds)."""
 import cv2
 import numpy as np
-import open_clip
 import pytest
 import torch
 from shapely.geometry import Polygon
 
-from tcm_kit.data.formats import Instance
-from tcm_kit.data.targets import db_targets, fill_polygons, shrink_polygon
+from tcm_kit.data.targets import fill_polygons, shrink_polygon
 from tcm_kit.heads.db import (DBHead, DBLoss, DBNeck, DBPostprocess, DetectorError, build_detector,
                               db_postprocess)
 from tcm_kit.losses import LossInputError, balanced_bce_ohem, dice_loss, masked_l1
 
+from tiny import images, targets, tiny_clip  # noqa: E402
+
 torch.set_num_threads(1)
-
-
-def tiny_clip(seed=0):
-    """A tiny open_clip CLIP (ModifiedResNet); residual BNs set to 1 as in a pre-trained model."""
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=64,
-        vision_cfg=open_clip.model.CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, head_width=32, image_size=64),
-        text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
-    for name, m in model.visual.named_modules():
-        if name.endswith("bn3") and isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.ones_(m.weight)
-    return model
-
-
-def images(b=2, size=64, seed=0):
-    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def targets(b=2, size=64):
-    """DB targets for one synthetic rectangle per image, as (B,H,W) tensors."""
-    maps = []
-    for i in range(b):
-        x0, y0 = 8 + 6 * i, 12 + 4 * i
-        poly = np.array([[x0, y0], [x0 + 40, y0], [x0 + 40, y0 + 24], [x0, y0 + 24]], np.float32)
-        maps.append(db_targets([Instance(poly, "txt", False)], size, size))
-    return {k: torch.from_numpy(np.stack([m[k] for m in maps])) for k in maps[0]}
 
 
 def iou(a, b):
