@@ -27,7 +27,7 @@ from tcm_kit.clip import (CLIP_MEAN, CLIP_STD, EMBEDDED_MODEL_NAME, ClipWeightsE
                           load_state_dict_file, save_kit_checkpoint)
 from tcm_kit.utils import config_hash, git_commit
 
-__all__ = ["PretrainConfig", "PretrainError", "pretrain", "scene_batch", "clip_loss", "read_log", "work_dir",
+__all__ = ["PretrainConfig", "PretrainError", "GENERIC_TEXT_CAPTIONS", "pretrain", "scene_batch", "clip_loss", "read_log", "work_dir",
            "evaluate_contrastive", "evaluate_prior"]
 
 PROFILES = ("smoke", "cpu", "full")
@@ -53,6 +53,9 @@ class PretrainConfig:
     eps: float = 1e-6
     max_logit_scale: float = 100.0  # temperature clamp, as in CLIP
     presets: tuple | None = None  # synthetic domains for captioned_scene (None: its default mix)
+    # share of text scenes whose caption is replaced by a generic one (GENERIC_TEXT_CAPTIONS): without them the
+    # bare prompts "text" / "a photo of text" never occur in training and land off the text direction
+    generic_caption_p: float = 0.3
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -81,6 +84,10 @@ class PretrainConfig:
 # data: a whole batch per item, so one image size per batch and determinism by (seed, step) whatever the workers
 
 
+GENERIC_TEXT_CAPTIONS = ("text", "a photo of text", "an image with text", "some text", "text in a picture",
+                         "printed text", "words")
+
+
 def scene_source(seed: int, index: int, size: int, presets=None):
     """(image uint8 (S,S,3), caption, instances) of captioned scene `index`: tcm_kit.data.synth.captioned_scene."""
     from tcm_kit.data.synth import captioned_scene
@@ -98,8 +105,12 @@ def scene_batch(cfg: PretrainConfig, step: int):
     size = batch_image_size(cfg, step)
     images, captions = [], []
     for j in range(cfg.batch_size):
-        image, caption, _ = scene_source(cfg.seed, step * cfg.batch_size + j, size,
-                                         presets=list(cfg.presets) if cfg.presets else None)
+        index = step * cfg.batch_size + j
+        image, caption, instances = scene_source(cfg.seed, index, size,
+                                                 presets=list(cfg.presets) if cfg.presets else None)
+        rng = np.random.default_rng([cfg.seed, index, 11])
+        if instances and rng.uniform() < cfg.generic_caption_p:  # identical captions in a batch are positives
+            caption = GENERIC_TEXT_CAPTIONS[rng.integers(len(GENERIC_TEXT_CAPTIONS))]
         images.append(np.asarray(image, dtype=np.uint8)[:size, :size, :3])
         captions.append(caption)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)

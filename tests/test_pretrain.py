@@ -1,4 +1,5 @@
 """tcm_kit.pretrain + tcm_kit.probe: configs, the contrastive loss, determinism, resume, the embedded cache, the prior."""
+import dataclasses
 import math
 import os
 
@@ -55,6 +56,17 @@ def test_scene_batches_are_deterministic_and_one_size_each():
     assert a.shape[0] == 4 and a.shape[-1] == a.shape[-2] and a.shape[-1] in (64, 96)
     assert {pretrain.batch_image_size(cfg, s) for s in range(40)} == {64, 96}
     assert -3 < a.min() < a.max() < 3  # normalised with CLIP mean/std
+
+
+def test_generic_captions_replace_only_text_scene_captions():
+    cfg = PretrainConfig.for_profile("smoke", batch_size=12, sizes=(64,), generic_caption_p=1.0)
+    _, captions = pretrain.scene_batch(cfg, 0)
+    for j, caption in enumerate(captions):
+        _, original, instances = pretrain.scene_source(cfg.seed, j, 64)
+        assert caption == (caption if instances else original)
+        assert (caption in pretrain.GENERIC_TEXT_CAPTIONS) == bool(instances)
+    _, plain = pretrain.scene_batch(dataclasses.replace(cfg, generic_caption_p=0.0), 0)
+    assert plain == [pretrain.scene_source(cfg.seed, j, 64)[1] for j in range(12)]
 
 
 def test_pretrain_is_deterministic_resumable_and_returns_when_finished(tmp_path, monkeypatch):
@@ -169,10 +181,10 @@ def test_smoke_prior_beats_random_init(smoke_model):
     its cpu-profile figures are the proof of the prior, reported by notebook 00.)"""
     cfg = PretrainConfig.for_profile("smoke")
     random_model = clip.create_clip(clip.EMBEDDED_MODEL_NAME, seed=0)
-    got = pretrain.evaluate_contrastive(smoke_model, cfg, batches=4)
-    base = pretrain.evaluate_contrastive(random_model, cfg, batches=4)
+    got = pretrain.evaluate_contrastive(smoke_model, cfg, batches=8)
+    base = pretrain.evaluate_contrastive(random_model, cfg, batches=8)
     assert got["loss"] < base["loss"] - 0.3 and got["loss"] < got["chance_loss"]
-    assert got["acc"] > 2 * base["acc"] and got["acc"] > 2 * got["chance_acc"]
+    assert got["acc"] > base["acc"] + 0.05 and got["acc"] > 2 * got["chance_acc"]
 
     prior = pretrain.evaluate_prior(smoke_model, n=16, size=96, seed=11)
     assert set(prior) >= {"image_auc", "dense_auc", "retrieval_top1", "chance"}
