@@ -20,6 +20,13 @@ def write(path, text, bom=False):
     return path
 
 
+def expect_annotation_error(reader, path, line, why):
+    """reader(path) raises AnnotationError matching `why` that names `path` and `line`."""
+    with pytest.raises(AnnotationError, match=why) as e:
+        reader(path)
+    assert (e.value.path, e.value.line) == (path, line)
+
+
 def touch_images(folder, *names):
     folder.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -125,10 +132,7 @@ def test_totaltext_round_trip_curved(tmp_path):
     ("garbage first\nx: [[1 2 3]], y: [[4 5 6]], ornt: [u'h'], transcriptions: [u'a']\n", 1, "before the first"),
 ])
 def test_totaltext_malformed(tmp_path, text, line, why):
-    p = write(tmp_path / "poly_gt_img2.txt", text)
-    with pytest.raises(AnnotationError, match=why) as e:
-        read_totaltext(p)
-    assert (e.value.path, e.value.line) == (p, line)
+    expect_annotation_error(read_totaltext, write(tmp_path / "poly_gt_img2.txt", text), line, why)
 
 
 # ------------------------------------------------------------------------------------------- CTW1500
@@ -159,10 +163,7 @@ def test_ctw1500_absolute_form_with_transcription(tmp_path):
     (",".join(["1"] * 31 + ["a"]), "non-numeric coordinate 'a'"),
 ])
 def test_ctw1500_malformed(tmp_path, line, why):
-    p = write(tmp_path / "1003.txt", "\n" + line + "\n")
-    with pytest.raises(AnnotationError, match=why) as e:
-        read_ctw1500(p)
-    assert (e.value.path, e.value.line) == (p, 2)
+    expect_annotation_error(read_ctw1500, write(tmp_path / "1003.txt", "\n" + line + "\n"), 2, why)
 
 
 # ------------------------------------------------------------------------------------------- MSRA-TD500
@@ -182,10 +183,7 @@ def test_td500_rotation_geometry(tmp_path):
     ("0 0 10 20 0 40 0.1", "non-positive width or height"),
 ])
 def test_td500_malformed(tmp_path, line, why):
-    p = write(tmp_path / "IMG_1.gt", line + "\n")
-    with pytest.raises(AnnotationError, match=why) as e:
-        read_td500(p)
-    assert (e.value.path, e.value.line) == (p, 1)
+    expect_annotation_error(read_td500, write(tmp_path / "IMG_1.gt", line + "\n"), 1, why)
 
 
 # ------------------------------------------------------------------------------------------- MMOCR JSON
@@ -221,10 +219,7 @@ def test_mmocr_bbox_only_instance(tmp_path):
      "data_list\\[0\\].instances\\[0\\]: odd number of coordinates"),
 ])
 def test_mmocr_malformed(tmp_path, text, line, why):
-    p = write(tmp_path / "bad.json", text)
-    with pytest.raises(AnnotationError, match=why) as e:
-        read_mmocr_json(p)
-    assert (e.value.path, e.value.line) == (p, line)
+    expect_annotation_error(read_mmocr_json, write(tmp_path / "bad.json", text), line, why)
 
 
 # ------------------------------------------------------------------------------------------- read_folder
