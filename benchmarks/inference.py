@@ -21,7 +21,7 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     import torch
 
     from tcm_kit.clip import create_clip
-    from tcm_kit.heads.db import build_detector
+    from tcm_kit.detector import build_detector
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

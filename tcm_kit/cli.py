@@ -90,7 +90,7 @@ def _cmd_pretrain(args) -> int:
 
 
 def _add_train_args(t) -> None:
-    t.add_argument("--detector", default=None, help="dbnet | tcm-dbnet | dbnet-scratch (default tcm-dbnet)")
+    t.add_argument("--detector", default=None, help="<head> | tcm-<head> | <head>-scratch, head: dbnet (default tcm-dbnet)")
     t.add_argument("--domain", default=None, help="synth-ic15 | synth-td500 | synth-total | synth-doc | a real domain")
     t.add_argument("--data-root", dest="data_root", default=None, help="real domains: folder with train/ and test/")
     t.add_argument("--clip-weights", dest="clip_weights", default=None, help="embedded | openai | path")

@@ -46,6 +46,10 @@ class ExperimentError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------- plans
 
+# every head with and without TCM, plus DBNet from scratch (the main table of the cpu/full profiles)
+ALL_DETECTORS = ("dbnet", "tcm-dbnet", "dbnet-scratch", "pan", "tcm-pan", "fcenet", "tcm-fcenet")
+
+
 @dataclass(frozen=True)
 class Plan:
     """The runs of notebooks 02-05 for one profile. Budget fields left None keep `TrainConfig`'s profile value.
@@ -63,6 +67,9 @@ class Plan:
     num_test: int | None = None
     num_workers: int | None = None
     threads: int | None = None  # torch threads while running (None: torch's default, all cores)
+    # runs trained side by side, each in its own process with `threads` torch threads (1: in this process); on
+    # 2 cores two 1-thread runs train more images per second than one 2-thread run (small convolutions)
+    workers: int = 1
     # 02: ablations
     ablation_domain: str = "synth-ic15"
     taus: tuple = (0.07,)
@@ -77,6 +84,7 @@ class Plan:
     domains: tuple = SYNTH_DOMAINS
     detectors: tuple = ("dbnet", "tcm-dbnet")  # few-shot and transfer
     main_detectors: tuple = ("dbnet", "tcm-dbnet", "dbnet-scratch")  # the main table (05)
+    main_domains: tuple | None = None  # the main table's domains (None: all of `domains`)
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
@@ -85,11 +93,13 @@ class Plan:
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
-                          small_shot_max=0.25, domains=("synth-ic15", "synth-total")),
+                          small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
             # ~45 distinct runs for 02-05 together (see plan_summary); `steps` is the knob for the time budget
-            "cpu": dict(steps=100, batch_size=8, image_size=160, num_train=200, num_val=50, num_test=100,
-                        num_workers=0, taus=(0.03, 0.07, 0.2), aux_weights=(0.5, 1.0)),
-            "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS),
+            "cpu": dict(steps=90, batch_size=8, image_size=160, num_train=200, num_val=50, num_test=200,
+                        num_workers=0, threads=1, workers=2, taus=(0.07, 0.2), aux_weights=(0.5, 1.0),
+                        small_shot_max=0.05, main_detectors=ALL_DETECTORS, main_domains=("synth-ic15", "synth-total")),
+            "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
+                         main_detectors=ALL_DETECTORS),
         }
         if profile not in base:
             raise ExperimentError(f"profile must be smoke, cpu or full, got {profile!r}")
@@ -137,6 +147,13 @@ def as_plan(plan: Plan | str) -> Plan:
     return Plan.for_profile(plan) if isinstance(plan, str) else plan
 
 
+def main_domains(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -> tuple:
+    """The main table's (05) domains: resolve_domains, kept to plan.main_domains when the plan names some."""
+    plan = as_plan(plan)
+    out = resolve_domains(plan, data_roots)
+    return _main_of(plan, out)
+
+
 def resolve_domains(plan: Plan | str, data_roots: Mapping[str, str] | None = None,
                     domains: Sequence[str] | None = None) -> tuple:
     """The domains to use: explicit `domains`, else those given real folders in data_roots, else the plan's."""
@@ -157,10 +174,9 @@ def resolve_domains(plan: Plan | str, data_roots: Mapping[str, str] | None = Non
 
 
 def _check_detectors(detectors: Iterable[str]) -> tuple:
-    from . import heads
-    from .heads.db import DETECTORS
+    from .detector import DETECTORS
 
-    known = set(DETECTORS) | set(getattr(heads, "DETECTORS", ()))
+    known = set(DETECTORS)
     detectors = tuple(detectors)
     unknown = [d for d in detectors if d not in known]
     if unknown:
@@ -173,7 +189,8 @@ def _check_detectors(detectors: Iterable[str]) -> tuple:
 # ---------------------------------------------------------------------------------------------------- runs
 
 def runs_dir() -> Path:
-    return data_dir() / "runs"
+    """Where finished and unfinished runs live: $TCM_KIT_RUNS, else data_dir()/runs."""
+    return Path(os.environ["TCM_KIT_RUNS"]) if os.environ.get("TCM_KIT_RUNS") else data_dir() / "runs"
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -207,16 +224,58 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
+    """Make what runs share before they start side by side: the synthetic splits and the embedded CLIP."""
+    from .clip import load_clip
+
+    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.data_root): c
+                for c in configs}.values():
+        for split in ("train", "val", "test"):
+            T.split_dir(cfg, split, progress=False)
+    for weights, profile in {(c.clip_weights, c.clip_profile) for c in configs}:
+        load_clip(weights, profile=profile)
+
+
+def _run_in_worker(job) -> dict:
+    cfg, threads = job
+    import torch
+
+    torch.set_num_threads(threads or 1)
+    return run_one(cfg)
+
+
 def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bool = True) -> list[dict]:
-    """run_one over configs with one tqdm bar; a config repeated in the list is run once."""
+    """run_one over configs with one tqdm bar; a config repeated in the list is run once. With plan.workers > 1
+    the runs not yet finished train in that many spawned processes (results are identical: each run is
+    deterministic by its config whatever process trains it)."""
+    unique = list({config_hash(c): c for c in configs}.items())
     results: dict[str, dict] = {}
-    with _torch_threads(plan.threads):
-        bar = tqdm(configs, desc=f"{desc} [{plan.profile}]", unit="run", disable=not progress)
-        for cfg in bar:
-            h = config_hash(cfg)
-            bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
-            if h not in results:
+    todo = []
+    for h, cfg in unique:
+        done = run_dir(cfg) / "result.json"
+        if done.exists() and json.loads(done.read_text()).get("config_hash") == h:
+            results[h] = run_one(cfg)  # read back
+        else:
+            todo.append((h, cfg))
+    bar = tqdm(total=len(unique), initial=len(results), desc=f"{desc} [{plan.profile}]", unit="run",
+               disable=not progress)
+    if plan.workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        _prepare_shared([c for _, c in todo])
+        with mp.get_context("spawn").Pool(min(plan.workers, len(todo))) as pool:
+            jobs = pool.imap(_run_in_worker, [(cfg, plan.threads) for _, cfg in todo])
+            for (h, cfg), r in zip(todo, jobs):
+                results[h] = r
+                bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
+                bar.update(1)
+    else:
+        with _torch_threads(plan.threads):
+            for h, cfg in todo:
+                bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
                 results[h] = run_one(cfg)
+                bar.update(1)
+    bar.close()
     return [results[config_hash(c)] for c in configs]
 
 
@@ -432,7 +491,7 @@ def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
                      data_roots: Mapping[str, str] | None = None) -> list[TrainConfig]:
     plan = as_plan(plan)
     detectors = _check_detectors(plan.main_detectors if detectors is None else detectors)
-    domains = resolve_domains(plan, data_roots, domains)
+    domains = main_domains(plan, data_roots) if domains is None else resolve_domains(plan, data_roots, domains)
     return [plan.config(det, dom, seed, data_roots=data_roots) for dom in domains for det in detectors]
 
 
@@ -604,6 +663,13 @@ def describe_main(df: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------------------------------------------- plan sizes
 
+def _main_of(plan: Plan, domains) -> tuple | None:
+    """The main table's share of explicit `domains` (None stays None: detector_configs picks main_domains)."""
+    if domains is None or not plan.main_domains:
+        return domains
+    return tuple(d for d in domains if d in plan.main_domains) or tuple(domains)
+
+
 def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
     """notebook -> a function returning the configs it trains."""
     return {
@@ -612,7 +678,8 @@ def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
         "03_few_shot_curves": lambda: few_shot_configs(plan, seeds=tuple(seed + s for s in plan.seeds),
                                                        data_roots=data_roots),
         "04_cross_dataset_transfer": lambda: transfer_configs(plan, domains, seed=seed, data_roots=data_roots),
-        "05_plugged_detectors": lambda: detector_configs(plan, domains=domains, seed=seed, data_roots=data_roots),
+        "05_plugged_detectors": lambda: detector_configs(plan, domains=_main_of(plan, domains), seed=seed,
+                                                         data_roots=data_roots),
     }
 
 

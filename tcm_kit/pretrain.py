@@ -44,10 +44,10 @@ class PretrainConfig:
     seed: int = 0
     steps: int = 500
     batch_size: int = 64
-    sizes: tuple = (128, 160, 192, 224, 256)  # one size per batch, drawn by step
+    sizes: tuple = (96, 128, 160)  # network input side, one per batch, drawn by step
     lr: float = 1e-3
     min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 30
+    warmup_steps: int = 25
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.98)
     eps: float = 1e-6
@@ -56,6 +56,10 @@ class PretrainConfig:
     # share of text scenes whose caption is replaced by a generic one (GENERIC_TEXT_CAPTIONS): without them the
     # bare prompts "text" / "a photo of text" never occur in training and land off the text direction
     generic_caption_p: float = 0.3
+    # scenes are drawn at size * f, f ~ U(scene_scale), then cut to a square crop that holds the caption's quoted
+    # word(s) (a random crop for text-free scenes) and resized to `size`: words keep their pixel size while the
+    # network sees small inputs (cheap), and local crops tie cells to the caption. (1, 1): whole scenes.
+    scene_scale: tuple = (1.5, 2.5)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -64,6 +68,8 @@ class PretrainConfig:
             raise PretrainError(f"need steps >= 1 and batch_size >= 2, got {self.steps}, {self.batch_size}")
         if not self.sizes or any(s % 32 for s in self.sizes):
             raise PretrainError(f"sizes must be multiples of 32, got {self.sizes}")
+        if len(self.scene_scale) != 2 or not 1.0 <= self.scene_scale[0] <= self.scene_scale[1]:
+            raise PretrainError(f"scene_scale must be (lo, hi) with 1 <= lo <= hi, got {self.scene_scale}")
 
     @classmethod
     def for_profile(cls, profile: str, **overrides) -> "PretrainConfig":
@@ -100,18 +106,64 @@ def batch_image_size(cfg: PretrainConfig, step: int) -> int:
     return int(cfg.sizes[np.random.default_rng([cfg.seed, step, 7]).integers(len(cfg.sizes))])
 
 
+def caption_crop_box(h: int, w: int, caption: str, instances, size: int, rng) -> tuple[int, int, int]:
+    """(x, y, side) of a square crop of an (h, w) scene that keeps the caption's words.
+
+    The crop holds the care instances whose text the caption quotes, or the largest care instance when it
+    quotes none (generic captions); scenes without care text get a random crop. The side is drawn between
+    `size` and the scene's short side (widened to 1.15x the words' extent), and the words are never cut when
+    they fit."""
+    import re
+
+    import cv2
+
+    short = min(h, w)
+    care = [i for i in instances if not i.ignore]
+    quoted = set(re.findall(r'"([^"]*)"', caption))
+    keep = [i for i in care if i.text in quoted] or sorted(care, key=lambda i: -cv2.contourArea(
+        np.asarray(i.polygon, np.float32)))[:1]
+    side = int(rng.integers(min(size, short), short + 1))
+    if keep:
+        pts = np.concatenate([np.asarray(i.polygon, np.float32).reshape(-1, 2) for i in keep])
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        side = int(min(short, max(side, 1.15 * (x1 - x0), 1.15 * (y1 - y0))))
+        # left edge range that keeps [x0, x1] inside (or centres the words when they do not fit)
+        lo_x, hi_x = max(0.0, x1 - side), min(float(w - side), x0)
+        lo_y, hi_y = max(0.0, y1 - side), min(float(h - side), y0)
+        cx = rng.uniform(lo_x, hi_x) if lo_x <= hi_x else np.clip((x0 + x1 - side) / 2, 0, w - side)
+        cy = rng.uniform(lo_y, hi_y) if lo_y <= hi_y else np.clip((y0 + y1 - side) / 2, 0, h - side)
+    else:
+        cx, cy = rng.uniform(0, w - side), rng.uniform(0, h - side)
+    return int(round(cx)), int(round(cy)), side
+
+
+def caption_crop(image: np.ndarray, caption: str, instances, size: int, rng) -> np.ndarray:
+    """The crop of `caption_crop_box` cut from `image` (H, W, 3) and resized to (size, size, 3)."""
+    import cv2
+
+    x, y, side = caption_crop_box(image.shape[0], image.shape[1], caption, instances, size, rng)
+    crop = image[y:y + side, x:x + side]
+    if crop.shape[0] == size and crop.shape[1] == size:
+        return np.ascontiguousarray(crop)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def scene_batch(cfg: PretrainConfig, step: int):
     """-> (images float (B,3,S,S) normalised with CLIP mean/std, captions list[str]) of batch `step`."""
     size = batch_image_size(cfg, step)
     images, captions = [], []
     for j in range(cfg.batch_size):
         index = step * cfg.batch_size + j
-        image, caption, instances = scene_source(cfg.seed, index, size,
-                                                 presets=list(cfg.presets) if cfg.presets else None)
         rng = np.random.default_rng([cfg.seed, index, 11])
+        scene_size = int(round(size * rng.uniform(*cfg.scene_scale)))
+        image, caption, instances = scene_source(cfg.seed, index, scene_size,
+                                                 presets=list(cfg.presets) if cfg.presets else None)
         if instances and rng.uniform() < cfg.generic_caption_p:  # identical captions in a batch are positives
             caption = GENERIC_TEXT_CAPTIONS[rng.integers(len(GENERIC_TEXT_CAPTIONS))]
-        images.append(np.asarray(image, dtype=np.uint8)[:size, :size, :3])
+        image = np.asarray(image, dtype=np.uint8)[..., :3]
+        if scene_size != size or image.shape[:2] != (size, size):
+            image = caption_crop(image, caption, instances, size, rng)
+        images.append(image)
         captions.append(caption)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)

@@ -41,7 +41,7 @@ class TrainConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    detector: str = "tcm-dbnet"  # dbnet | tcm-dbnet | dbnet-scratch
+    detector: str = "tcm-dbnet"  # <head> | tcm-<head> | <head>-scratch (tcm_kit.detector.DETECTORS)
     domain: str = "synth-ic15"  # synth-* preset, or a real domain read from data_root
     data_root: str | None = None  # real domains: folder with train/ [val/] test/
     clip_weights: str = "embedded"  # embedded | openai | path to a checkpoint
@@ -83,7 +83,7 @@ class TrainConfig:
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss
-    code_version: int = 2
+    code_version: int = 3
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
@@ -92,7 +92,9 @@ class TrainConfig:
             "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
                           batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
                           clip_profile="smoke", box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32),
-            "cpu": dict(neck_width=64),
+            # cpu: one run in about 5-10 min on 2 cores (the Plan of notebooks 02-05 uses a smaller budget)
+            "cpu": dict(num_train=400, num_val=50, num_test=200, image_size=224, train_size=224, test_size=224,
+                        steps=400, warmup_steps=30, neck_width=64, decoder_width=64),
             # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
             # steps are set per dataset by the caller (epochs * len(train) / batch).
             "full": dict(clip_weights="openai", clip_profile="full", num_train=1000, num_val=200, num_test=500,
@@ -150,7 +152,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 def build_model(cfg: TrainConfig, progress: bool = True):
     """The detector of the config, on top of a fresh copy of its CLIP."""
     from .clip import load_clip
-    from .heads.db import build_detector
+    from .detector import build_detector
 
     clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
     return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, **cfg.tcm_flags())
@@ -269,12 +271,11 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if world > 1:
         dist.barrier()
     train_root = split_dir(cfg, "train", progress=False)
-    n_all = len(TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed))
-    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed,
-                          indices=few_shot_indices(n_all, cfg.shot, cfg.seed))
 
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
+    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed, targets=model.target_fn())
+    data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step = 0

@@ -6,8 +6,10 @@ import torch
 from shapely.geometry import Polygon
 
 from tcm_kit.data.targets import fill_polygons, shrink_polygon
-from tcm_kit.heads.db import (DBHead, DBLoss, DBNeck, DBPostprocess, DetectorError, build_detector,
-                              db_postprocess)
+from tcm_kit.data.formats import Instance
+from tcm_kit.data.targets import db_targets
+from tcm_kit.detector import DETECTORS, build_detector, head_family
+from tcm_kit.heads.db import DBHead, DBLoss, DBNeck, DBPostprocess, DBTargets, DetectorError, db_postprocess
 from tcm_kit.losses import LossInputError, balanced_bce_ohem, dice_loss, masked_l1
 
 from tiny import images, targets, tiny_clip  # noqa: E402
@@ -134,7 +136,7 @@ def test_detector_outputs_and_predict():
     with pytest.raises(DetectorError):
         base(images(size=48))
     with pytest.raises(DetectorError):
-        build_detector("pan", clip)
+        build_detector("yolo", clip)
     with pytest.raises(DetectorError):
         build_detector("dbnet", clip, visual_prompt=False)
 
@@ -155,3 +157,17 @@ def test_tcm_dbnet_loss_falls_on_a_tiny_batch():
         opt.step()
         losses.append(parts["loss"].item())
     assert min(losses[-5:]) < 0.5 * losses[0]
+
+
+def test_detector_names_and_targets():
+    assert {"dbnet", "tcm-dbnet", "dbnet-scratch"} <= set(DETECTORS)
+    assert head_family("tcm-dbnet") == ("dbnet", True, False)
+    assert head_family("dbnet-scratch") == ("dbnet", False, True)
+    with pytest.raises(DetectorError, match="unknown detector"):
+        head_family("tcm-dbnet-scratch")
+    det = build_detector("dbnet", tiny_clip())
+    fn = det.target_fn()
+    assert fn == DBTargets()  # a plain, picklable value (DataLoader workers)
+    inst = [Instance(np.array([[4, 4], [40, 4], [40, 20], [4, 20]], np.float32), "x", False)]
+    got, want = fn(inst, 32, 48), db_targets(inst, 32, 48)
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)

@@ -82,14 +82,16 @@ def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
 
 def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
     smoke = ex.plan_summary("smoke").set_index("notebook")
-    assert smoke.loc["total", "distinct"] <= 20
-    assert (smoke.drop("total")["distinct"] <= 10).all()
+    assert smoke.loc["total", "distinct"] <= 30
+    assert (smoke.drop("total")["distinct"] <= 14).all()
     cpu = ex.Plan.for_profile("cpu")
     assert cpu.shots == (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
     runs = ex.few_shot_configs(cpu)
-    for shot in (0.01, 0.05, 0.1):
+    for shot in (0.01, 0.05):
         assert len({c.seed for c in runs if c.shot == shot and c.detector == "dbnet"}) >= 3
-    assert len(runs) == 2 * (3 * 3 + 3 * 1)
+    assert len(runs) == 2 * (2 * 3 + 4 * 1)
+    main = ex.detector_configs(cpu)  # every head with and without TCM on the main domains
+    assert {c.detector for c in main} == set(ex.ALL_DETECTORS) and {c.domain for c in main} == set(cpu.main_domains)
     summary = ex.plan_summary(cpu).set_index("notebook")
     assert summary.loc["total", "distinct"] == len({config_hash(c) for cs in ex.notebook_configs(cpu).values()
                                                     for c in cs})
@@ -189,3 +191,24 @@ def test_describers_say_when_nothing_separates_the_runs():
     assert "same hmean" in ex.describe_tau_lambda(tl)
     flat = pd.DataFrame({"detector": ["dbnet", "tcm-dbnet"], "shot": [0.1, 0.1], "hmean_mean": [0.2, 0.2]})
     assert "no gain measured" in ex.describe_few_shot(flat)
+
+
+def test_run_many_in_two_processes_matches_one_process(tmp_path, monkeypatch):
+    """Real smoke training: two spawned 1-thread workers give the same results as the runs in this process.
+    (The smoke CLIP and synthetic splits come from the repo's data cache; only the runs go to tmp.)"""
+    monkeypatch.setenv("TCM_KIT_RUNS", str(tmp_path / "runs"))
+    base = ex.Plan.for_profile("smoke")
+    configs = [base.config("dbnet", "synth-ic15"), base.config("tcm-dbnet", "synth-ic15"),
+               base.config("dbnet", "synth-ic15")]
+    par = ex.run_many(ex.Plan.for_profile("smoke", workers=2), configs, "parallel", progress=False)
+    assert par[0] == par[2] and len({r["run_dir"] for r in par}) == 2
+    logs = {}
+    for r in par[:2]:  # train again, one after the other, in this process
+        logs[r["run_dir"]] = Path(r["run_dir"], "log.csv").read_text()
+        for name in ("result.json", "last.pt", "log.csv"):
+            Path(r["run_dir"], name).unlink()
+    seq = ex.run_many(base, configs, "sequential", progress=False)
+    keys = ("precision", "recall", "hmean", "config_hash", "run_dir")
+    assert [{k: r[k] for k in keys} for r in par] == [{k: r[k] for k in keys} for r in seq]
+    for run, text in logs.items():  # every step's losses, to the last digit
+        assert text.count("\n") == 5 and Path(run, "log.csv").read_text() == text

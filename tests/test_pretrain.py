@@ -59,7 +59,8 @@ def test_scene_batches_are_deterministic_and_one_size_each():
 
 
 def test_generic_captions_replace_only_text_scene_captions():
-    cfg = PretrainConfig.for_profile("smoke", batch_size=12, sizes=(64,), generic_caption_p=1.0)
+    cfg = PretrainConfig.for_profile("smoke", batch_size=12, sizes=(64,), generic_caption_p=1.0,
+                                     scene_scale=(1.0, 1.0))  # whole scenes: the same draws as scene_source
     _, captions = pretrain.scene_batch(cfg, 0)
     for j, caption in enumerate(captions):
         _, original, instances = pretrain.scene_source(cfg.seed, j, 64)
@@ -190,3 +191,24 @@ def test_smoke_prior_beats_random_init(smoke_model):
     assert set(prior) >= {"image_auc", "dense_auc", "retrieval_top1", "chance"}
     assert all(0 <= prior[k] <= 1 for k in ("image_auc", "dense_auc", "retrieval_top1", "chance"))
     assert prior["n_pos_cells"] > 0 and prior["n_neg_cells"] > 0
+
+
+def test_caption_crop_keeps_the_quoted_words_whole():
+    from tcm_kit.data.formats import Instance
+
+    sale = np.array([[150, 40], [210, 40], [210, 60], [150, 60]], np.float32)
+    words = [Instance(sale, "SALE", False),
+             Instance(np.array([[10, 200], [60, 200], [60, 220], [10, 220]], np.float32), "OPEN", False)]
+    sides = set()
+    for seed in range(30):
+        x, y, side = pretrain.caption_crop_box(256, 256, 'text "SALE" on a sign', words, 64,
+                                               np.random.default_rng(seed))
+        assert 64 <= side <= 256 and 0 <= x <= 256 - side and 0 <= y <= 256 - side
+        assert x <= 150 and 210 <= x + side and y <= 40 and 60 <= y + side, (seed, x, y, side)  # SALE inside
+        sides.add(side)
+    assert len(sides) > 5  # scale varies
+    image = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    crop = pretrain.caption_crop(image, "a photo of a wall", [], 64, np.random.default_rng(0))
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    with pytest.raises(pretrain.PretrainError, match="scene_scale"):
+        PretrainConfig(scene_scale=(0.5, 2.0))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tcm_kit.prompts as prompts_mod
-from tcm_kit.heads.db import Detector, build_detector
+from tcm_kit.detector import Detector, build_detector
 from tcm_kit.prompts import (ContextDecoder, LanguagePromptGenerator, PromptError, PromptLearner,
                              VisualPromptGenerator)
 from tcm_kit.tcm import TCM, TEXT_TOWER, Backbone, TCMConfigError
@@ -124,8 +124,8 @@ def test_gradient_reaches_every_trainable_part(clip):
     assert all(n.startswith("backbone.vpg.") for n in no_grad)
     named = dict(det.named_parameters())
     for key in ("backbone.prompt_learner.ctx", "backbone.vpg.gamma", "backbone.context_decoder.gamma",
-                "backbone.lpg.net.1.weight", "backbone.clip.visual.conv1.weight", "neck.laterals.3.weight",
-                "head.prob.0.weight", "head.thresh.0.weight"):
+                "backbone.lpg.net.1.weight", "backbone.clip.visual.conv1.weight", "head.neck.laterals.3.weight",
+                "head.maps.prob.0.weight", "head.maps.thresh.0.weight"):
         assert named[key].grad is not None and named[key].grad.abs().sum() > 0, key
 
 

@@ -128,3 +128,16 @@ def test_threshold_map_matches_brute_force_on_irregular_polygon():
     dist = distance_to_border(poly, np.arange(200), np.arange(160))  # every pixel, no band shortcut
     ref = 0.3 + 0.4 * (1 - np.clip(dist / d, 0, 1)) * t["thresh_mask"]
     np.testing.assert_allclose(t["thresh"], ref, atol=1e-5)
+
+
+def test_shrink_targets_equal_db_targets_prob_maps():
+    from tcm_kit.data.targets import shrink_targets
+
+    insts = [Instance(np.array([[10, 10], [90, 12], [88, 40], [12, 38]], np.float32), "word", False),
+             Instance(np.array([[5, 60], [40, 60], [40, 90], [5, 90]], np.float32), "###", True),
+             Instance(np.array([[60, 70], [64, 70], [64, 73], [60, 73]], np.float32), "tiny", False)]
+    got, want = shrink_targets(insts, 100, 120), db_targets(insts, 100, 120)
+    assert set(got) == {"prob", "prob_mask"}
+    assert got["prob"].sum() > 0 and (got["prob_mask"] == 0).any()
+    for k in got:
+        np.testing.assert_array_equal(got[k], want[k])

@@ -127,7 +127,7 @@ def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path):
 @pytest.mark.parametrize("detector,mult", [("dbnet", 0.1), ("tcm-dbnet", 0.1), ("dbnet-scratch", 1.0)])
 def test_image_encoder_gets_its_own_learning_rate(detector, mult):
     from tcm_kit.clip import create_clip
-    from tcm_kit.heads.db import build_detector
+    from tcm_kit.detector import build_detector
 
     cfg = smoke(detector=detector, lr=1e-3)
     model = build_detector(detector, create_clip("TCM-RN-tiny", seed=0), neck_width=32, **cfg.tcm_flags())

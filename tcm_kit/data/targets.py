@@ -201,6 +201,29 @@ def db_targets(instances: list[Instance], h: int, w: int, shrink_ratio: float = 
     return dict(prob=prob, prob_mask=prob_mask, thresh=thresh, thresh_mask=thresh_mask)
 
 
+def shrink_targets(instances: list[Instance], h: int, w: int, shrink_ratio: float = 0.4,
+                   min_size: float = 8) -> dict[str, np.ndarray]:
+    """Only the `prob` and `prob_mask` maps of `db_targets` (same rules, no threshold map): the shrunk
+    text-region map every head provides for TCM's auxiliary loss. float32 (h, w) each."""
+    prob = np.zeros((h, w), np.float32)
+    prob_mask = np.ones((h, w), np.float32)
+    for inst in instances:
+        poly = np.asarray(inst.polygon, np.float32).reshape(-1, 2)
+        if len(poly) < 3:
+            continue
+        if inst.ignore or min_side(poly) < min_size:
+            fill_polygons(prob_mask, [poly], 0.0)
+            continue
+        d = shrink_distance(poly, shrink_ratio)
+        kernel = offset_polygon(poly, -d) if d > 0 else np.zeros((0, 2), np.float32)
+        if len(kernel) == 0 or polygon_area(kernel) <= 0:
+            fill_polygons(prob_mask, [poly], 0.0)
+            continue
+        fill_polygons(prob, [kernel], 1.0)
+    prob[prob_mask == 0] = 0.0
+    return dict(prob=prob, prob_mask=prob_mask)
+
+
 # ----------------------------------------------------------------------------- stride-32 masks (TCM aux loss)
 
 def _coverage(polys, h: int, w: int, stride: int) -> np.ndarray:

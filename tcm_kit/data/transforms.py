@@ -8,6 +8,7 @@ and a horizontal flip maps x -> W - 1 - x.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -374,15 +375,19 @@ class TextDetDataset(torch.utils.data.Dataset):
     an unreadable image is loaded; "skip" checks every selected image when the dataset is built and drops
     unreadable ones with a warning.
 
-    Items: {"image": float32 (3, H, W) CLIP-normalised, "prob", "prob_mask", "thresh", "thresh_mask": float32
-    (H, W), "instances": list[Instance] in the item's coordinates, "path": str, "scale": float} where scale is
+    `targets` is a detector's target function, `(instances, h, w) -> dict of float32 numpy maps`
+    (`Detector.target_fn()`); None gives DBNet's maps with `shrink_ratio` and `min_size`.
+
+    Items: {"image": float32 (3, H, W) CLIP-normalised, the target maps (DBNet: "prob", "prob_mask", "thresh",
+    "thresh_mask" float32 (H, W)), "instances": list[Instance] in the item's coordinates, "path": str, "scale": float} where scale is
     resized / original size for evaluation items (divide predicted coordinates by it) and 1.0 for training
     items (random scale, rotation and crop cannot be undone by one number).
     """
 
     def __init__(self, root, fmt=None, size: int = 320, train: bool = True, seed: int = 0, indices=None, aug=None,
                  scale_range=(0.5, 2.0), max_angle: float = 10.0, flip_p: float = 0.0, shrink_ratio: float = 0.4,
-                 min_size: float = 8, on_corrupt: str = "raise", split: str | None = None, progress: bool = True):
+                 min_size: float = 8, on_corrupt: str = "raise", split: str | None = None, progress: bool = True,
+                 targets=None):
         from .formats import read_folder  # imported here: formats may load lazily / optional readers
 
         if on_corrupt not in ("raise", "skip"):
@@ -391,6 +396,7 @@ class TextDetDataset(torch.utils.data.Dataset):
             raise ValueError(f"size must be a multiple of 32, got {size}")
         self.root, self.size, self.train, self.seed, self.epoch = Path(root), size, train, seed, 0
         self.shrink_ratio, self.min_size = shrink_ratio, min_size
+        self.targets = targets
         self.aug = aug if aug is not None else train_transforms(size, scale_range, max_angle, flip_p)
         samples = [(Path(p), list(inst)) for p, inst in read_folder(root, fmt, split=split)]
         if indices is not None:
@@ -413,6 +419,12 @@ class TextDetDataset(torch.utils.data.Dataset):
             good.append((path, inst))
         return good
 
+    def subset(self, indices) -> "TextDetDataset":
+        """A copy that keeps the samples at `indices` (positions in this dataset's order; few-shot splits)."""
+        sub = copy.copy(self)
+        sub.samples = [self.samples[int(i)] for i in indices]
+        return sub
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -430,7 +442,10 @@ class TextDetDataset(torch.utils.data.Dataset):
             image, instances, scale = resize_long_side(image, instances, self.size)
             image = pad_to_multiple(image, 32)
         h, w = image.shape[:2]
-        t = db_targets(instances, h, w, self.shrink_ratio, self.min_size)
+        if self.targets is not None:
+            t = self.targets(instances, h, w)
+        else:
+            t = db_targets(instances, h, w, self.shrink_ratio, self.min_size)
         item = {"image": to_tensor(image)}
         item.update({k: torch.from_numpy(v) for k, v in t.items()})
         item.update(instances=instances, path=str(path), scale=float(scale))
@@ -440,24 +455,21 @@ class TextDetDataset(torch.utils.data.Dataset):
 def collate(batch: list[dict]) -> dict:
     """Stack a list of items into a batch.
 
-    image (B, 3, H, W), maps (B, H, W): items of different sizes (evaluation) are padded bottom/right to the
-    largest, images with the normalised value of black (as `pad_to_multiple` pads), maps with 0 (so padding is
-    outside every loss mask). instances, path and scale stay lists.
+    image (B, 3, H, W) and every target map (B, ...): items of different sizes (evaluation) are padded
+    bottom/right to the largest, images with the normalised value of black (as `pad_to_multiple` pads), maps
+    with 0 (so padding is outside every loss mask). instances, path and scale stay lists.
     """
-    H = max(b["image"].shape[1] for b in batch)
-    W = max(b["image"].shape[2] for b in batch)
     black = (-torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)).view(3, 1, 1)
-    images = torch.empty(len(batch), 3, H, W)
-    images[:] = black
-    out = {"image": images}
-    for k in ("prob", "prob_mask", "thresh", "thresh_mask"):
-        out[k] = torch.zeros(len(batch), H, W)
-    for j, b in enumerate(batch):
-        h, w = b["image"].shape[1:]
-        images[j, :, :h, :w] = b["image"]
-        for k in ("prob", "prob_mask", "thresh", "thresh_mask"):
-            out[k][j, :h, :w] = b[k]
-    out["instances"] = [b["instances"] for b in batch]
-    out["path"] = [b["path"] for b in batch]
-    out["scale"] = [b["scale"] for b in batch]
+    out = {}
+    for k in batch[0]:
+        if not torch.is_tensor(batch[0][k]):
+            out[k] = [b[k] for b in batch]
+            continue
+        shape = [max(b[k].shape[d] for b in batch) for d in range(batch[0][k].ndim)]
+        stacked = torch.zeros(len(batch), *shape, dtype=batch[0][k].dtype)
+        if k == "image":
+            stacked[:] = black
+        for j, b in enumerate(batch):
+            stacked[(j, *[slice(0, n) for n in b[k].shape])] = b[k]
+        out[k] = stacked
     return out

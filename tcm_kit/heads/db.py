@@ -1,12 +1,11 @@
 """DBNet (Liao et al., AAAI 2020) as a plug-in: FPN neck, probability/threshold head, loss, post-processing.
 
-`Detector(backbone_or_tcm, head)` joins a backbone (`tcm.Backbone` or `tcm.TCM`) to the DB neck + head;
-`build_detector(name, clip, **tcm_flags)` makes the three detectors of the spec: "dbnet", "tcm-dbnet",
-"dbnet-scratch". Maps are (B,H,W) at the input resolution; H and W must be multiples of 32.
+`DBNet` is the head that `tcm_kit.detector.Detector` joins to a backbone (`tcm.Backbone` or `tcm.TCM`);
+`tcm_kit.detector.build_detector("dbnet" | "tcm-dbnet" | "dbnet-scratch", clip)` makes the spec's three
+detectors. Maps are (B,H,W) at the input resolution; H and W must be multiples of 32.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -16,15 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcm_kit.data.targets import expand_polygon
+from tcm_kit.data.targets import db_targets, expand_polygon
+from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.losses import balanced_bce_ohem, dice_loss, masked_l1
-from tcm_kit.tcm import TCM, Backbone
-
-DETECTORS = ("dbnet", "tcm-dbnet", "dbnet-scratch")
-
-
-class DetectorError(ValueError):
-    """Bad detector name, options, inputs or targets."""
 
 
 # ---------------------------------------------------------------------------------------------------- neck + head
@@ -123,7 +116,7 @@ def _region_score(prob: np.ndarray, contour: np.ndarray) -> float:
     return float(cv2.mean(prob[y0:y1 + 1, x0:x1 + 1], mask)[0])
 
 
-def _order_quad(pts: np.ndarray) -> np.ndarray:
+def order_quad(pts: np.ndarray) -> np.ndarray:
     """4 points -> clockwise (in image coordinates) starting at the top-left-most point."""
     c = pts.mean(0)
     pts = pts[np.argsort(np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0]))]
@@ -170,7 +163,7 @@ def db_postprocess(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float 
             rect = cv2.minAreaRect(grown)
             if min(rect[1]) < min_size + 2:
                 continue
-            out = _order_quad(cv2.boxPoints(rect))
+            out = order_quad(cv2.boxPoints(rect))
         out = np.clip(out, 0, [W - 1, H - 1]) * np.array([sx, sy], np.float32)
         results.append((out.astype(np.float32), score))
     return results
@@ -191,75 +184,43 @@ class DBPostprocess:
                               self.max_candidates, self.polygon, scale)
 
 
-# ---------------------------------------------------------------------------------------------------- detector
+# ---------------------------------------------------------------------------------------------------- the head
 
-class Detector(nn.Module):
-    """backbone (Backbone or TCM) -> DBNeck -> DBHead; loss = L_det + λ·L_aux (TCM only).
+@dataclass(frozen=True)
+class DBTargets:
+    """(instances, h, w) -> DBNet's training maps (tcm_kit.data.targets.db_targets); picklable for workers."""
+    shrink_ratio: float = 0.4
+    min_size: float = 8
 
-    forward(images (B,3,H,W)) -> dict(prob_logits, prob[, thresh, binary in training][, score_logits, score_map]).
-    loss(out, batch) with batch tensors prob, prob_mask, thresh, thresh_mask (B,H,W) (and optionally text_mask
-    (B,H/32,W/32) for TCM's aux_loss="bce") -> dict(loss, loss_prob, loss_thresh, loss_binary[, loss_aux]).
-    predict(images, scale) -> per image [(polygon (N,2) float32, score)].
-    """
+    def __call__(self, instances, h: int, w: int) -> dict[str, np.ndarray]:
+        return db_targets(instances, h, w, self.shrink_ratio, self.min_size)
 
-    def __init__(self, backbone: nn.Module, head: DBHead | None = None, *, neck: DBNeck | None = None,
-                 loss: DBLoss | None = None, postprocess: DBPostprocess | None = None):
+
+class DBNet(TextHead):
+    """DBNet as a detection head: DBNeck (FPN to stride 4) -> DBHead -> DBLoss; decoding by db_postprocess.
+
+    forward(features) -> dict(prob_logits, prob[, thresh, binary in training]) at the input resolution."""
+
+    decode_keys = ("prob",)
+
+    def __init__(self, in_channels: Sequence[int], width: int = 256, *, loss: DBLoss | None = None,
+                 postprocess: DBPostprocess | None = None, targets: DBTargets | None = None):
         super().__init__()
-        self.backbone = backbone
-        self.neck = neck if neck is not None else DBNeck(backbone.out_channels)
-        self.head = head if head is not None else DBHead(self.neck.out_channels)
+        self.neck = DBNeck(in_channels, lateral=width, out_channels=width)
+        self.maps = DBHead(width)
         self.criterion = loss if loss is not None else DBLoss()
         self.postprocess = postprocess if postprocess is not None else DBPostprocess()
+        self.targets = targets if targets is not None else DBTargets()
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        if images.ndim != 4 or images.shape[-1] % 32 or images.shape[-2] % 32:
-            raise DetectorError(f"images must be (B,3,H,W) with H, W multiples of 32, got {tuple(images.shape)}")
-        feats = self.backbone(images)
-        out = self.head(self.neck(feats.features))
-        if getattr(feats, "score_logits", None) is not None:
-            out["score_logits"], out["score_map"] = feats.score_logits, feats.score_map
-        return out
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.maps(self.neck(features))
 
     def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        parts = self.criterion(out, batch)
-        if "score_logits" in out and hasattr(self.backbone, "aux_loss"):
-            aux = self.backbone.aux_loss(out, batch["prob"], batch["prob_mask"], text_mask=batch.get("text_mask"))
-            parts["loss_aux"] = aux  # already weighted by λ
-            parts["loss"] = parts["loss"] + aux
-        return parts
+        return self.criterion(out, batch)
 
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, scale: float | tuple | list = 1.0,
-                **overrides) -> list[list[tuple[np.ndarray, float]]]:
-        """Detections per image; `scale` maps map pixels to original-image pixels: a float or an (sx, sy) tuple
-        for all images, or a list with one of those per image; keyword overrides change DBPostprocess fields
-        for this call (e.g. box_thresh=0.5). Runs in eval mode and restores the previous mode."""
+    def target_fn(self) -> DBTargets:
+        return self.targets
+
+    def decode(self, maps: dict, scale=1.0, **overrides) -> list[tuple[np.ndarray, float]]:
         pp = replace(self.postprocess, **overrides) if overrides else self.postprocess
-        was_training = self.training
-        self.eval()
-        try:
-            prob = self(images)["prob"].float().cpu().numpy()  # (B,H,W)
-        finally:
-            self.train(was_training)
-        if isinstance(scale, list) and len(scale) != len(prob):
-            raise DetectorError(f"a list of scales needs one per image ({len(prob)}), got {len(scale)}")
-        scales = scale if isinstance(scale, list) else [scale] * len(prob)
-        return [pp(p, s) for p, s in zip(prob, scales)]
-
-
-def build_detector(name: str, clip: nn.Module, *, postprocess: DBPostprocess | None = None,
-                   db_loss: DBLoss | None = None, neck_width: int = 256, **tcm_flags) -> Detector:
-    """"dbnet" (CLIP image encoder, no language side), "tcm-dbnet" (TCM(clip, **tcm_flags)) or "dbnet-scratch"
-    (same architecture, random init). The CLIP is deep-copied, so detectors never share weights.
-    neck_width: the FPN's lateral and fused width (DBNet: 256; the cpu profile uses less with the tiny CLIP)."""
-    if name not in DETECTORS:
-        raise DetectorError(f"unknown detector {name!r}; choose one of {DETECTORS}")
-    if name != "tcm-dbnet" and tcm_flags:
-        raise DetectorError(f"{name!r} takes no TCM options, got {sorted(tcm_flags)}")
-    clip = copy.deepcopy(clip)
-    if name == "tcm-dbnet":
-        backbone = TCM(clip, **tcm_flags)
-    else:
-        backbone = Backbone(clip, scratch=name == "dbnet-scratch")
-    neck = DBNeck(backbone.out_channels, lateral=neck_width, out_channels=neck_width)
-    return Detector(backbone, DBHead(neck_width), neck=neck, loss=db_loss, postprocess=postprocess)
+        return pp(maps["prob"], scale)
