@@ -61,7 +61,9 @@ class Plan:
     # budget of every run (None: TrainConfig.for_profile(profile) default)
     steps: int | None = None
     batch_size: int | None = None
-    image_size: int | None = None  # synthetic images; also the training crop and the test long side
+    image_size: int | None = None  # synthetic images; also the test long side (and the crop unless train_size)
+    train_size: int | None = None  # training crop (None: image_size)
+    scale_range: tuple | None = None  # rescale before the crop, relative to train_size (see TrainConfig)
     num_train: int | None = None
     num_val: int | None = None
     num_test: int | None = None
@@ -95,7 +97,10 @@ class Plan:
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
             # ~45 distinct runs for 02-05 together (see plan_summary); `steps` is the knob for the time budget
-            "cpu": dict(steps=90, batch_size=8, image_size=160, num_train=200, num_val=50, num_test=200,
+            # images of 160 px held ~1 care word each (the generator scales text with the image): 320 px images,
+            # 160 px crops at 1-2x
+            "cpu": dict(steps=90, batch_size=8, image_size=320, train_size=160, scale_range=(1.0, 2.0),
+                        num_train=200, num_val=50, num_test=200,
                         num_workers=0, threads=1, workers=2, taus=(0.07, 0.2), aux_weights=(0.5, 1.0),
                         small_shot_max=0.05, main_detectors=ALL_DETECTORS, main_domains=("synth-ic15", "synth-total")),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
@@ -114,7 +119,10 @@ class Plan:
         b = {"steps": self.steps, "batch_size": self.batch_size, "num_train": self.num_train,
              "num_val": self.num_val, "num_test": self.num_test, "num_workers": self.num_workers}
         if self.image_size is not None:
-            b.update(image_size=self.image_size, train_size=self.image_size, test_size=self.image_size)
+            b.update(image_size=self.image_size, train_size=self.train_size or self.image_size,
+                     test_size=self.image_size)
+        if self.scale_range is not None:
+            b.update(scale_range=tuple(self.scale_range))
         if self.steps is not None:  # keep warm-up and checkpoints in proportion to a short budget
             base = TrainConfig.for_profile(self.profile)
             b.update(warmup_steps=min(base.warmup_steps, max(1, self.steps // 10)),
@@ -139,8 +147,9 @@ class Plan:
 
     def describe(self) -> str:
         c = self.config(domain="synth-ic15")
-        return (f"{c.steps} steps x batch {c.batch_size}, {c.train_size} px, synthetic splits "
-                f"{c.num_train}/{c.num_val}/{c.num_test} (train/val/test)")
+        return (f"{c.steps} steps x batch {c.batch_size}, {c.train_size} px crops of {c.image_size} px images, "
+                f"tested at {c.test_size} px, synthetic splits {c.num_train}/{c.num_val}/{c.num_test} "
+                f"(train/val/test)")
 
 
 def as_plan(plan: Plan | str) -> Plan:

@@ -57,6 +57,9 @@ class TrainConfig:
     neck_width: int = 256  # DBNet FPN width (paper 256; the tiny embedded CLIP trains on CPU with less)
     # optimisation
     train_size: int = 320  # training crop
+    # random rescale before the crop, as a factor on the long side = train_size (DBNet: 0.5-3 of the image);
+    # synthetic images larger than the crop want factors > 1 so that words keep their generated size
+    scale_range: tuple = (0.5, 2.0)
     test_size: int = 320  # evaluation long side
     batch_size: int = 8
     steps: int = 800
@@ -274,7 +277,8 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
 
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
-    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed, targets=model.target_fn())
+    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed, targets=model.target_fn(),
+                          scale_range=tuple(cfg.scale_range))
     data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -387,6 +391,7 @@ def load_run(run_dir, device: str = "cpu"):
             raise CheckpointError(f"{p} not found: {run_dir} is not a (started) tcm-kit training run")
     fields = json.loads(cfg_path.read_text())
     fields["box_thresholds"] = tuple(fields["box_thresholds"])
+    fields["scale_range"] = tuple(fields.get("scale_range", (0.5, 2.0)))
     cfg = TrainConfig(**fields)
     model = build_model(cfg, progress=False)
     model.load_state_dict(load_checkpoint(ckpt, cfg)["model"])

@@ -38,11 +38,14 @@ def data_dir() -> Path:
 
 
 def git_commit() -> str:
-    """The short commit hash of the checkout (with '+dirty' when there are uncommitted changes), or 'unknown'."""
+    """The short commit hash of the checkout (with '+dirty' when code has uncommitted changes), or 'unknown'.
+
+    Changes under reports/ do not count: a reproduction rewrites them while it runs."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=REPO_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):

@@ -67,7 +67,9 @@ def test_run_many_runs_a_repeated_config_once(fake_train):
 def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
     plan = ex.Plan.for_profile("cpu", steps=37)
     cfgs = [c for cs in ex.notebook_configs(plan).values() for c in cs]
-    assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.image_size}
+    assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.train_size}
+    assert {c.image_size for c in cfgs} == {c.test_size for c in cfgs} == {plan.image_size}
+    assert {c.scale_range for c in cfgs} == {plan.scale_range}
     assert all(c.warmup_steps <= 37 and c.ckpt_every <= 37 for c in cfgs)
     assert ex.Plan.for_profile("smoke").config().steps == T.TrainConfig.for_profile("smoke").steps
     with pytest.raises(ex.ExperimentError, match="unknown Plan fields"):
