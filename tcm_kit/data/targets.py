@@ -164,6 +164,26 @@ def _draw_border(canvas: np.ndarray, mask: np.ndarray, poly: np.ndarray, d: floa
     np.maximum(mask[y0:y1 + 1, x0:x1 + 1], inside, out=mask[y0:y1 + 1, x0:x1 + 1])
 
 
+def shrunk_care_instances(instances: list[Instance], mask: np.ndarray, shrink_ratio: float, min_size: float):
+    """Yield (polygon (N,2), shrink offset D, shrunk polygon) for each care instance whose shrink survives, and
+    set `mask` to 0 over the whole polygon of every other one (don't-care, short side of the min-area rectangle
+    below `min_size`, or a shrink that vanishes). Polygons with < 3 points are skipped. The one rule every
+    head's targets share."""
+    for inst in instances:
+        poly = np.asarray(inst.polygon, np.float32).reshape(-1, 2)
+        if len(poly) < 3:
+            continue
+        if inst.ignore or min_side(poly) < min_size:
+            fill_polygons(mask, [poly], 0.0)
+            continue
+        d = shrink_distance(poly, shrink_ratio)
+        kernel = offset_polygon(poly, -d) if d > 0 else np.zeros((0, 2), np.float32)
+        if len(kernel) == 0 or polygon_area(kernel) <= 0:
+            fill_polygons(mask, [poly], 0.0)
+            continue
+        yield poly, d, kernel
+
+
 def db_targets(instances: list[Instance], h: int, w: int, shrink_ratio: float = 0.4, min_size: float = 8,
                thresh_min: float = 0.3, thresh_max: float = 0.7) -> dict[str, np.ndarray]:
     """DBNet training targets for one image of size (h, w). All four maps are float32 (h, w).
@@ -182,18 +202,7 @@ def db_targets(instances: list[Instance], h: int, w: int, shrink_ratio: float = 
     prob_mask = np.ones((h, w), np.float32)
     canvas = np.zeros((h, w), np.float32)  # 1 - normalised distance, in [0, 1]
     thresh_mask = np.zeros((h, w), np.float32)
-    for inst in instances:
-        poly = np.asarray(inst.polygon, np.float32).reshape(-1, 2)
-        if len(poly) < 3:
-            continue
-        if inst.ignore or min_side(poly) < min_size:
-            fill_polygons(prob_mask, [poly], 0.0)
-            continue
-        d = shrink_distance(poly, shrink_ratio)
-        kernel = offset_polygon(poly, -d) if d > 0 else np.zeros((0, 2), np.float32)
-        if len(kernel) == 0 or polygon_area(kernel) <= 0:
-            fill_polygons(prob_mask, [poly], 0.0)
-            continue
+    for poly, d, kernel in shrunk_care_instances(instances, prob_mask, shrink_ratio, min_size):
         fill_polygons(prob, [kernel], 1.0)
         _draw_border(canvas, thresh_mask, poly, d)
     prob[prob_mask == 0] = 0.0
@@ -207,18 +216,7 @@ def shrink_targets(instances: list[Instance], h: int, w: int, shrink_ratio: floa
     text-region map every head provides for TCM's auxiliary loss. float32 (h, w) each."""
     prob = np.zeros((h, w), np.float32)
     prob_mask = np.ones((h, w), np.float32)
-    for inst in instances:
-        poly = np.asarray(inst.polygon, np.float32).reshape(-1, 2)
-        if len(poly) < 3:
-            continue
-        if inst.ignore or min_side(poly) < min_size:
-            fill_polygons(prob_mask, [poly], 0.0)
-            continue
-        d = shrink_distance(poly, shrink_ratio)
-        kernel = offset_polygon(poly, -d) if d > 0 else np.zeros((0, 2), np.float32)
-        if len(kernel) == 0 or polygon_area(kernel) <= 0:
-            fill_polygons(prob_mask, [poly], 0.0)
-            continue
+    for _, _, kernel in shrunk_care_instances(instances, prob_mask, shrink_ratio, min_size):
         fill_polygons(prob, [kernel], 1.0)
     prob[prob_mask == 0] = 0.0
     return dict(prob=prob, prob_mask=prob_mask)

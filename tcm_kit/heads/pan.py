@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from tcm_kit.data.targets import fill_polygons, min_side, polygon_area, shrink_polygon, shrink_targets
+from tcm_kit.data.targets import fill_polygons, shrink_targets, shrunk_care_instances
 from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.heads.db import order_quad
 
@@ -140,17 +140,7 @@ def pan_targets(instances, h: int, w: int, kernel_ratio: float = 0.5, min_size: 
     text_ids = np.zeros((h, w), np.float32)
     kernel_ids = np.zeros((h, w), np.float32)
     n = 0
-    for inst in instances:
-        poly = np.asarray(inst.polygon, np.float32).reshape(-1, 2)
-        if len(poly) < 3:
-            continue
-        if inst.ignore or min_side(poly) < min_size:
-            fill_polygons(mask, [poly], 0.0)
-            continue
-        k = shrink_polygon(poly, kernel_ratio)
-        if len(k) == 0 or polygon_area(k) <= 0:
-            fill_polygons(mask, [poly], 0.0)
-            continue
+    for poly, _, k in shrunk_care_instances(instances, mask, kernel_ratio, min_size):
         n += 1
         fill_polygons(text, [poly], 1.0)
         fill_polygons(text_ids, [poly], float(n))
