@@ -105,17 +105,22 @@ def head_family(name: str) -> tuple[str, bool, bool]:
     return (base[: -len("-scratch")] if scratch else base), tcm, scratch
 
 
-def build_detector(name: str, clip: nn.Module, *, neck_width: int = 256, head_options: dict | None = None,
-                   **tcm_flags) -> Detector:
+def build_detector(name: str, clip: nn.Module, *, neck_width: int = 256, ohem_ratio: float | None = 3.0,
+                   head_options: dict | None = None, **tcm_flags) -> Detector:
     """The detector `name` on a deep copy of `clip` (detectors never share weights).
 
     neck_width: the head's neck width (DBNet/FCENet FPN 256, PAN 128 in the papers; the cpu profile uses less
-    with the tiny CLIP); head_options: extra keyword arguments of the head class (e.g. a DBPostprocess);
+    with the tiny CLIP); ohem_ratio: hard-negative mining of the text-region loss of the head and of TCM's
+    auxiliary loss (3 in all three papers; None = class-balanced, no mining); head_options: extra keyword
+    arguments of the head class (e.g. a DBPostprocess; a "loss" given there wins over ohem_ratio);
     tcm_flags: TCM options, only for "tcm-*" detectors."""
     family, tcm, scratch = head_family(name)
     if not tcm and tcm_flags:
         raise DetectorError(f"{name!r} takes no TCM options, got {sorted(tcm_flags)}")
     clip = copy.deepcopy(clip)
-    backbone = TCM(clip, **tcm_flags) if tcm else Backbone(clip, scratch=scratch)
-    head = HEADS[family](backbone.out_channels, width=neck_width, **(head_options or {}))
+    backbone = TCM(clip, ohem_ratio=ohem_ratio, **tcm_flags) if tcm else Backbone(clip, scratch=scratch)
+    options = dict(head_options or {})
+    if ohem_ratio != 3.0:
+        options.setdefault("loss", HEADS[family].loss_class(ohem_ratio=ohem_ratio))
+    head = HEADS[family](backbone.out_channels, width=neck_width, **options)
     return Detector(backbone, head)

@@ -64,6 +64,7 @@ class Plan:
     image_size: int | None = None  # synthetic images; also the test long side (and the crop unless train_size)
     train_size: int | None = None  # training crop (None: image_size)
     scale_range: tuple | None = None  # rescale before the crop, relative to train_size (see TrainConfig)
+    text_scale: float | None = None  # synthetic text size factor (see TrainConfig.text_scale)
     num_train: int | None = None
     num_val: int | None = None
     num_test: int | None = None
@@ -123,6 +124,8 @@ class Plan:
                      test_size=self.image_size)
         if self.scale_range is not None:
             b.update(scale_range=tuple(self.scale_range))
+        if self.text_scale is not None:
+            b.update(text_scale=self.text_scale)
         if self.steps is not None:  # keep warm-up and checkpoints in proportion to a short budget
             base = TrainConfig.for_profile(self.profile)
             b.update(warmup_steps=min(base.warmup_steps, max(1, self.steps // 10)),
@@ -237,7 +240,7 @@ def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
     """Make what runs share before they start side by side: the synthetic splits and the embedded CLIP."""
     from .clip import load_clip
 
-    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.data_root): c
+    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.text_scale, c.data_root): c
                 for c in configs}.values():
         for split in ("train", "val", "test"):
             T.split_dir(cfg, split, progress=False)
@@ -429,7 +432,7 @@ def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
 def _test_key(cfg: TrainConfig) -> str:
     """Identity of a test split (independent of where data_dir() is)."""
     split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.num_test,
-             "image_size": cfg.image_size}
+             "image_size": cfg.image_size, **({"text_scale": cfg.text_scale} if cfg.text_scale != 1.0 else {})}
     return f"{cfg.domain}-{config_hash(split)}"
 
 

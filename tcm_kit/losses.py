@@ -19,18 +19,22 @@ def _check_same_shape(**maps: torch.Tensor) -> None:
         raise LossInputError(f"maps must share one shape, got {shapes}")
 
 
-def balanced_bce_ohem(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, neg_ratio: float = 3.0,
-                      min_neg: int = 100, eps: float = 1e-6) -> torch.Tensor:
+def balanced_bce_ohem(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      neg_ratio: float | None = 3.0, min_neg: int = 100, eps: float = 1e-6) -> torch.Tensor:
     """BCE over all positives plus the hardest `neg_ratio`×#positives negatives, averaged over the kept pixels.
 
     Positives are target > 0.5 inside the mask. Over the whole batch (as in DBNet). When a batch has no positive
     pixel, the `min_neg` hardest negatives are kept so that text-free images still teach "no text here".
+    neg_ratio=None: no mining, the class-balanced BCE (mean over positives + mean over negatives) instead; every
+    negative then gets a gradient (see `TrainConfig.ohem_ratio` for when that matters).
     """
     _check_same_shape(logits=logits, target=target, mask=mask)
     target, mask = target.float(), mask.float()
     loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")  # (B,H,W)
     pos = (target > 0.5).float() * mask
     neg = (target <= 0.5).float() * mask
+    if neg_ratio is None:
+        return (loss * pos).sum() / (pos.sum() + eps) + (loss * neg).sum() / (neg.sum() + eps)
     n_pos = int(pos.sum().item())
     n_neg_all = int(neg.sum().item())
     n_neg = min(n_neg_all, int(n_pos * neg_ratio)) if n_pos > 0 else min(n_neg_all, min_neg)
@@ -67,11 +71,12 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, e
 
 
 def ilm_aux_loss(score_logits: torch.Tensor, prob: torch.Tensor, prob_mask: torch.Tensor, mode: str = "ohem",
-                 text_mask: torch.Tensor | None = None, neg_ratio: float = 3.0) -> torch.Tensor:
+                 text_mask: torch.Tensor | None = None, neg_ratio: float | None = 3.0) -> torch.Tensor:
     """TCM's auxiliary instance-language matching loss on the text class (channel 0 of the score logits).
 
     score_logits: (B,K,h,w) = cosine/τ at stride s. prob, prob_mask: (B,H,W) DB shrink map and its mask.
-    mode "ohem" (the authors' code): logits upsampled bilinearly to (H,W), balanced BCE + OHEM 3:1 vs the shrink map.
+    mode "ohem" (the authors' code): logits upsampled bilinearly to (H,W), balanced BCE + OHEM 3:1 vs the shrink map
+      (neg_ratio=None: class-balanced BCE without mining, as balanced_bce_ohem).
     mode "bce" (the paper): plain BCE at stride s against the stride-s text mask `text_mask` (B,h,w); without one,
       the mask is approximated from the shrink map (fraction of text pixels per cell, a soft target); cells with
       any don't-care pixel (prob_mask 0) are left out.

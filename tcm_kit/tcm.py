@@ -102,7 +102,8 @@ class TCM(nn.Module):
       5. cos = <Î/|Î|, t/|t|> (B,K,h,w); logits = cos/τ; P = sigmoid(logits).
       6. features = stages, with the raw cosine map concatenated to the stride-32 map when score_map=True
          (as the authors' code: no τ, no sigmoid).
-    aux_loss(out, prob, prob_mask) is λ·L_aux (see tcm_kit.losses.ilm_aux_loss; "ohem" = the code, "bce" = paper).
+    aux_loss(out, prob, prob_mask) is λ·L_aux (see tcm_kit.losses.ilm_aux_loss; "ohem" = the code, "bce" = paper;
+    ohem_ratio=None: the "ohem" mode without mining, class-balanced).
 
     The text tower (transformer, token_embedding, positional_embedding, ln_final, text_projection) is frozen and
     always kept in eval mode; the image encoder (incl. its attention pool) trains, except the attention pool's
@@ -118,7 +119,8 @@ class TCM(nn.Module):
     def __init__(self, clip: nn.Module, *, learnable_prompt: bool = True, language_prompt: bool = True,
                  visual_prompt: bool = True, context_decoder: bool = False, score_map: bool = True,
                  prompt: str | Sequence[str] = "Text", n_ctx: int = 4, tau: float = 0.07, aux_weight: float = 1.0,
-                 aux_loss: str = "ohem", tokenizer: Callable | None = None, decoder_width: int = 256,
+                 aux_loss: str = "ohem", ohem_ratio: float | None = 3.0, tokenizer: Callable | None = None,
+                 decoder_width: int = 256,
                  decoder_layers: int = 3, decoder_heads: int = 4, decoder_dropout: float = 0.1):
         super().__init__()
         if aux_loss not in ("ohem", "bce"):
@@ -131,6 +133,7 @@ class TCM(nn.Module):
         self.learnable_prompt, self.language_prompt = learnable_prompt, language_prompt
         self.visual_prompt, self.context_decoder_on = visual_prompt, context_decoder
         self.use_score_map, self.tau, self.aux_weight, self.aux_mode = score_map, tau, aux_weight, aux_loss
+        self.ohem_ratio = ohem_ratio
 
         proj = clip.text_projection
         C = int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])  # joint embedding width
@@ -238,4 +241,5 @@ class TCM(nn.Module):
         logits = out["score_logits"] if isinstance(out, dict) else out.score_logits  # (B,K,h,w)
         if self.aux_weight == 0:
             return logits.sum() * 0.0
-        return self.aux_weight * ilm_aux_loss(logits, prob, prob_mask, mode=self.aux_mode, text_mask=text_mask)
+        return self.aux_weight * ilm_aux_loss(logits, prob, prob_mask, mode=self.aux_mode, text_mask=text_mask,
+                                              neg_ratio=self.ohem_ratio)

@@ -54,6 +54,7 @@ class TrainConfig:
     num_val: int = 100
     num_test: int = 200
     image_size: int = 320  # side of the generated synthetic images
+    text_scale: float = 1.0  # synthetic text size x this (synth.with_text_scale): 2 keeps 640 px text sizes at 320
     neck_width: int = 256  # DBNet FPN width (paper 256; the tiny embedded CLIP trains on CPU with less)
     # optimisation
     train_size: int = 320  # training crop
@@ -65,6 +66,9 @@ class TrainConfig:
     steps: int = 800
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1  # image encoder at 0.1x the base rate (authors' code)
+    # hard-negative mining ratio of the text-region loss and TCM's aux loss (3: the papers); None: class-balanced
+    # BCE without mining, which the cpu budget needs (with OHEM the probability map stays flat for hundreds of steps)
+    ohem_ratio: float | None = 3.0
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     poly_power: float = 0.9
@@ -117,12 +121,13 @@ class TrainConfig:
 def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
     """The folder of a split; synthetic splits are generated (once, reused after) on first use."""
     if cfg.domain.startswith("synth-"):
-        from .data.synth import write_synth_set
+        from .data.synth import with_text_scale, write_synth_set
 
         num = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
-        out = data_dir() / cfg.domain / f"{split}-n{num}-s{cfg.image_size}"
-        return write_synth_set(cfg.domain, num=num, size=cfg.image_size, seed=SYNTH_DATA_SEEDS[split], out=out,
-                               progress=progress)
+        text = "" if cfg.text_scale == 1.0 else f"-t{cfg.text_scale:g}"
+        out = data_dir() / cfg.domain / f"{split}-n{num}-s{cfg.image_size}{text}"
+        return write_synth_set(with_text_scale(cfg.domain, cfg.text_scale), num=num, size=cfg.image_size,
+                               seed=SYNTH_DATA_SEEDS[split], out=out, progress=progress)
     if cfg.data_root is None:
         raise TrainConfigError(f"domain {cfg.domain!r} is not synthetic: give data_root (a folder with train/ "
                                f"and test/ sub-folders)")
@@ -158,7 +163,8 @@ def build_model(cfg: TrainConfig, progress: bool = True):
     from .detector import build_detector
 
     clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
-    return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, **cfg.tcm_flags())
+    return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
+                          **cfg.tcm_flags())
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:

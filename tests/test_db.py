@@ -62,6 +62,33 @@ def test_balanced_bce_ohem_keeps_hardest_negatives():
         balanced_bce_ohem(logits, target[..., :5], mask)
 
 
+def test_class_balanced_bce_without_mining_weighs_every_negative():
+    target = torch.zeros(1, 1, 10)
+    target[..., :2] = 1.0
+    logits = torch.linspace(-2.0, 2.0, 10).view(1, 1, 10)
+    mask = torch.ones_like(target)
+    mask[..., 9] = 0.0  # don't care
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")[0, 0]
+    expected = per[:2].mean() + per[2:9].mean()
+    torch.testing.assert_close(balanced_bce_ohem(logits, target, mask, neg_ratio=None), expected)
+    # every negative gets a gradient, unlike 3:1 mining with 2 positives (6 of the 7 negatives)
+    x = logits.clone().requires_grad_(True)
+    balanced_bce_ohem(x, target, mask, neg_ratio=None).backward()
+    assert (x.grad[0, 0, 2:9] != 0).all() and x.grad[0, 0, 9] == 0
+    x.grad = None
+    balanced_bce_ohem(x, target, mask).backward()
+    assert (x.grad[0, 0, 2:9] == 0).sum() == 1
+
+
+@pytest.mark.parametrize("family", ["dbnet", "pan", "fcenet"])
+def test_ohem_ratio_reaches_the_head_loss_and_the_aux_loss(family):
+    clip = tiny_clip()
+    for ratio in (3.0, None):
+        det = build_detector(f"tcm-{family}", clip, neck_width=16, decoder_width=16, ohem_ratio=ratio)
+        assert det.head.criterion.ohem_ratio == ratio and det.backbone.ohem_ratio == ratio
+        assert isinstance(det.head.criterion, det.head.loss_class)
+
+
 def test_dice_and_masked_l1():
     g = (torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     m = torch.ones_like(g)

@@ -130,6 +130,25 @@ def test_write_synth_set_layout_manifest_and_reuse(tmp_path):
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
+def test_text_scale_draws_larger_words_in_a_separate_set(tmp_path):
+    big = synth.with_text_scale("synth-ic15", 2.0)
+    assert big.font_frac == tuple(2 * f for f in synth.PRESETS["synth-ic15"].font_frac) and big.name == "synth-ic15"
+    assert synth.with_text_scale("synth-ic15", 1.0) is synth.PRESETS["synth-ic15"]
+    with pytest.raises(synth.SynthError):
+        synth.with_text_scale("synth-ic15", 0.0)
+
+    def median_height(preset):  # short side of every word's min-area rectangle (tiny don't-care words included)
+        hs = [min(cv2.minAreaRect(i.polygon.astype(np.float32))[1]) for k in range(6)
+              for i in synth.render_scene(preset, 5, k, 320).instances]
+        return float(np.median(hs))
+
+    assert median_height(big) > 1.4 * median_height("synth-ic15")
+    a = synth.write_synth_set("synth-ic15", 1, 96, 0, tmp_path / "a", workers=1, progress=False)
+    b = synth.write_synth_set(big, 1, 96, 0, tmp_path / "b", workers=1, progress=False)
+    assert (json.loads((a / "manifest.json").read_text())["config_hash"]
+            != json.loads((b / "manifest.json").read_text())["config_hash"])
+
+
 def test_polygon_presets_write_totaltext(tmp_path):
     out = synth.write_synth_set("synth-total", 2, 96, 0, tmp_path / "tt", workers=2, progress=False)
     assert sorted(p.name for p in (out / "annotations").iterdir()) == ["poly_gt_img_0.txt", "poly_gt_img_1.txt"]

@@ -110,6 +110,18 @@ def _resolve(preset) -> SynthConfig:
     return PRESETS[preset]
 
 
+def with_text_scale(preset, text_scale: float = 1.0) -> SynthConfig:
+    """The preset with its text sizes (font_frac) multiplied by `text_scale`: text_scale=2 on a 320 px canvas draws
+    words as large in pixels as the preset draws them on a 640 px canvas (fewer fit in an image). The name stays,
+    the config hash changes, so such sets never mix with the preset's own."""
+    cfg = _resolve(preset)
+    if not text_scale > 0:
+        raise SynthError(f"text_scale must be > 0, got {text_scale}")
+    if text_scale == 1.0:
+        return cfg
+    return dataclasses.replace(cfg, font_frac=tuple(f * text_scale for f in cfg.font_frac))
+
+
 def _hw(size) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if min(h, w) < 32:

@@ -15,7 +15,9 @@ class DetectorError(ValueError):
 class TextHead(nn.Module):
     """The detection part of a detector: neck + output maps + loss + targets + decoding.
 
-    Subclasses set `decode_keys` (the outputs `decode` reads) and implement:
+    Subclasses set `decode_keys` (the outputs `decode` reads) and `loss_class` (their loss; it takes an
+    `ohem_ratio` keyword: float = hard-negative mining ratio of the text-region loss, None = class-balanced) and
+    implement:
       forward(features: 4 maps at strides 4..32) -> dict of output tensors (B, ...);
       loss(out, batch) -> dict(loss, loss_<part>...);
       target_fn() -> picklable callable (instances, h, w) -> dict of float32 numpy maps for one (h, w) training
@@ -26,6 +28,7 @@ class TextHead(nn.Module):
     """
 
     decode_keys: tuple = ()
+    loss_class: type | None = None
 
     def target_fn(self) -> Callable:
         raise NotImplementedError

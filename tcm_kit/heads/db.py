@@ -81,9 +81,10 @@ class DBHead(nn.Module):
 
 class DBLoss(nn.Module):
     """L = α·L_prob (BCE + OHEM 3:1) + β·L_thresh (L1 on thresh_mask) + L_binary (dice); α=5, β=10 as the
-    authors' (MMOCR) code. forward(maps, batch) -> dict(loss, loss_prob, loss_thresh, loss_binary)."""
+    authors' (MMOCR) code; ohem_ratio=None trains L_prob with the class-balanced BCE instead (no mining).
+    forward(maps, batch) -> dict(loss, loss_prob, loss_thresh, loss_binary)."""
 
-    def __init__(self, alpha: float = 5.0, beta: float = 10.0, ohem_ratio: float = 3.0):
+    def __init__(self, alpha: float = 5.0, beta: float = 10.0, ohem_ratio: float | None = 3.0):
         super().__init__()
         self.alpha, self.beta, self.ohem_ratio = alpha, beta, ohem_ratio
 
@@ -202,6 +203,7 @@ class DBNet(TextHead):
     forward(features) -> dict(prob_logits, prob[, thresh, binary in training]) at the input resolution."""
 
     decode_keys = ("prob",)
+    loss_class = DBLoss
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, loss: DBLoss | None = None,
                  postprocess: DBPostprocess | None = None, targets: DBTargets | None = None):

@@ -292,7 +292,8 @@ def _fourier_points(real: torch.Tensor, imag: torch.Tensor, num_points: int) -> 
 class FCELoss(nn.Module):
     """L = Σ_levels tr_weight·L_tr + tcl_weight·L_tcl + reg_weight·L_reg.
 
-    L_tr: 2-way cross entropy with OHEM (all positives + the hardest ohem_ratio x as many negatives) in mask_s.
+    L_tr: 2-way cross entropy with OHEM (all positives + the hardest ohem_ratio x as many negatives) in mask_s
+      (ohem_ratio=None: class-balanced, no mining).
     L_tcl: 2-way cross entropy on the TR pixels (+ tcl_outside_weight x the mean over the other pixels; MMOCR
       uses 0.5, the paper 0). L_reg: smooth L1 (level units) between the contours (num_points points) rebuilt from
       the predicted and the target coefficients, on the TCL pixels (+ the other TR pixels with weight
@@ -300,7 +301,7 @@ class FCELoss(nn.Module):
     forward(out, batch) -> dict(loss, loss_tr, loss_tcl, loss_reg)."""
 
     def __init__(self, tr_weight: float = 1.0, tcl_weight: float = 1.0, reg_weight: float = 1.0,
-                 ohem_ratio: float = 3.0, num_points: int = 50, tcl_outside_weight: float = 0.0,
+                 ohem_ratio: float | None = 3.0, num_points: int = 50, tcl_outside_weight: float = 0.0,
                  tr_reg_weight: float = 0.0, strides: Sequence[int] = STRIDES):
         super().__init__()
         self.tr_weight, self.tcl_weight, self.reg_weight = tr_weight, tcl_weight, reg_weight
@@ -475,6 +476,7 @@ class FCENet(TextHead):
 
     strides = STRIDES
     decode_keys = tuple(f"{n}_{s}" for s in STRIDES for n in ("tr", "tcl", "reg"))
+    loss_class = FCELoss
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, fourier_degree: int = 5,
                  num_convs: int = 4, loss: FCELoss | None = None, postprocess: FCEPostprocess | None = None,

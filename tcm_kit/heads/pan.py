@@ -174,9 +174,11 @@ def _dice_per_image(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, ep
     return (1.0 - 2.0 * inter / union).mean()
 
 
-def _ohem_mask(score: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+def _ohem_mask(score: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, ratio: float | None) -> torch.Tensor:
     """PSENet/PAN OHEM: all positives + the `ratio`x#positives highest-scoring negatives, per image (B,H,W) -> (B,H,W)
-    float. An image without positives (or without negatives) keeps its whole mask."""
+    float. An image without positives (or without negatives) keeps its whole mask; ratio=None keeps every mask."""
+    if ratio is None:
+        return (mask > 0.5).float()
     B = score.shape[0]
     pos = (gt > 0.5) & (mask > 0.5)
     neg = (gt <= 0.5) & (mask > 0.5)
@@ -234,7 +236,8 @@ TARGET_KEYS = ("pan_text", "pan_kernel", "pan_mask", "pan_text_ids", "pan_kernel
 class PANLoss:
     """L = L_text + alpha L_kernel + beta (L_agg + L_dis) with alpha = 0.5, beta = 0.25 (paper).
 
-    L_text: dice on sigmoid(text) over all positives + the ohem_ratio x #positives hardest negatives (by score);
+    L_text: dice on sigmoid(text) over all positives + the ohem_ratio x #positives hardest negatives (by score;
+      ohem_ratio=None: over every pixel of the mask);
     L_kernel: dice on sigmoid(kernel) inside (sigmoid(text) > 0.5) & mask, the predicted text region;
     L_agg / L_dis: see `_embedding_losses` (delta_agg 0.5, delta_dis 3).
     __call__(maps, batch) -> dict(loss, loss_text, loss_kernel, loss_agg, loss_dis).
@@ -243,7 +246,7 @@ class PANLoss:
     beta: float = 0.25
     delta_agg: float = 0.5
     delta_dis: float = 3.0
-    ohem_ratio: float = 3.0
+    ohem_ratio: float | None = 3.0
 
     def __call__(self, maps: dict, batch: dict) -> dict[str, torch.Tensor]:
         missing = [k for k in TARGET_KEYS if k not in batch]
@@ -429,6 +432,7 @@ class PAN(TextHead):
     the input resolution (stride-4 predictions upsampled bilinearly)."""
 
     decode_keys = ("text", "kernel", "embedding")
+    loss_class = PANLoss
 
     def __init__(self, in_channels: Sequence[int], width: int = 128, *, n_fpem: int = 2,
                  loss: PANLoss | None = None, postprocess: PANPostprocess | None = None,
