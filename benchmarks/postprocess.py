@@ -11,6 +11,7 @@ detections found, with DBNet's time as the ratio base.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import cv2
@@ -43,33 +44,26 @@ def realistic_maps(family: str, target: dict, rng) -> dict:
     raise ValueError(family)
 
 
-def main(argv=None) -> None:
+def run(size: int = 640, images: int = 10, presets=("synth-ic15", "synth-total"), threads: int = 1) -> list[dict]:
+    """One row per (preset, head): decode time per image (median, p90 ms), ratio to DBNet, detections and gt
+    words per image."""
     import torch
 
     from tcm_kit.clip import create_clip
     from tcm_kit.data.synth import render_scene
     from tcm_kit.detector import HEADS, build_detector
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=640)
-    ap.add_argument("--images", type=int, default=10)
-    ap.add_argument("--presets", default="synth-ic15,synth-total")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(threads)
     clip = create_clip("TCM-RN-tiny", seed=0)
     heads = {f: build_detector(f, clip, neck_width=32).head for f in HEADS}
-    print(f"decode time per {a.size}x{a.size} image, {a.images} scenes per preset (+1 warm-up), "
-          f"{a.threads} thread(s)")
-    print(f"{'preset':12s} {'head':8s} {'median ms':>10s} {'p90 ms':>8s} {'vs dbnet':>9s} {'dets/img':>9s} "
-          f"{'gt/img':>7s}")
-    for preset in a.presets.split(","):
-        scenes = [render_scene(preset, 0, i, a.size) for i in range(a.images + 1)]
+    rows = []
+    for preset in presets:
+        scenes = [render_scene(preset, 0, i, size) for i in range(images + 1)]
         base = None
         for family, head in heads.items():
             fn = head.target_fn()
             rng = np.random.default_rng(0)
-            maps = [realistic_maps(family, fn(s.instances, a.size, a.size), rng) for s in scenes]
+            maps = [realistic_maps(family, fn(s.instances, size, size), rng) for s in scenes]
             times, dets = [], []
             for i, m in enumerate(maps):
                 t0 = time.perf_counter()
@@ -80,8 +74,31 @@ def main(argv=None) -> None:
             med, p90 = 1e3 * np.median(times), 1e3 * np.percentile(times, 90)
             base = base or med
             gts = np.mean([sum(not x.ignore for x in s.instances) for s in scenes[1:]])
-            print(f"{preset:12s} {family:8s} {med:10.1f} {p90:8.1f} {med / base:9.2f} {np.mean(dets):9.1f} "
-                  f"{gts:7.1f}")
+            rows.append({"preset": preset, "head": family, "median_ms": float(med), "p90_ms": float(p90),
+                         "x_dbnet": float(med / base), "dets_per_img": float(np.mean(dets)),
+                         "gt_per_img": float(gts)})
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--presets", default="synth-ic15,synth-total")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    a = ap.parse_args(argv)
+    rows = run(a.size, a.images, tuple(a.presets.split(",")), a.threads)
+    if a.json:
+        print(json.dumps(rows))
+        return
+    print(f"decode time per {a.size}x{a.size} image, {a.images} scenes per preset (+1 warm-up), "
+          f"{a.threads} thread(s)")
+    print(f"{'preset':12s} {'head':8s} {'median ms':>10s} {'p90 ms':>8s} {'vs dbnet':>9s} {'dets/img':>9s} "
+          f"{'gt/img':>7s}")
+    for r in rows:
+        print(f"{r['preset']:12s} {r['head']:8s} {r['median_ms']:10.1f} {r['p90_ms']:8.1f} {r['x_dbnet']:9.2f} "
+              f"{r['dets_per_img']:9.1f} {r['gt_per_img']:7.1f}")
 
 
 if __name__ == "__main__":

@@ -456,7 +456,8 @@ def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig
         model, run_cfg, _ = T.load_run(result["run_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
         for t, path in todo:
-            m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False))
+            m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False),
+                               box_thresh=result.get("box_thresh"))
             m = {**_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test")}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(m, indent=1))

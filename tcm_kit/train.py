@@ -368,21 +368,28 @@ def predict_folder(model, root, size: int, device: str = "cpu", batch_size: int 
     return preds, gts
 
 
-def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu", test_root=None) -> dict:
-    """Pick the box-score threshold on the validation split, then report P/R/hmean on the test split once."""
+def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu", test_root=None,
+                 box_thresh: float | None = None) -> dict:
+    """Pick the box-score threshold on the validation split, then report P/R/hmean on the test split once.
+
+    box_thresh: a threshold already picked on this run's validation split (e.g. result["box_thresh"]), so the
+    validation split is not predicted again (cross-domain tests)."""
     from .metrics import best_threshold_sweep, hmean_iou
 
     lo = min(cfg.box_thresholds)
-    val_preds, val_gts = predict_folder(model, split_dir(cfg, "val", progress), cfg.test_size, device,
-                                        progress=progress, box_thresh=lo)
-    sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.box_thresholds)
-    best = float(sweep["best"]["threshold"])
+    if box_thresh is None:
+        val_preds, val_gts = predict_folder(model, split_dir(cfg, "val", progress), cfg.test_size, device,
+                                            progress=progress, box_thresh=lo)
+        sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.box_thresholds)
+        best, val_hmean = float(sweep["best"]["threshold"]), float(sweep["best"]["hmean"])
+    else:
+        best, val_hmean = float(box_thresh), None
     test_root = test_root or split_dir(cfg, "test", progress)
     preds, gts = predict_folder(model, test_root, cfg.test_size, device, progress=progress, box_thresh=lo)
     kept = [[p for p, s in img if s >= best] for img in preds]
     m = hmean_iou(kept, gts)
     return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "box_thresh": best,
-            "val_hmean": float(sweep["best"]["hmean"]), "n_test": len(gts)}
+            "val_hmean": val_hmean, "n_test": len(gts)}
 
 
 

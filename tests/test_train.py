@@ -67,6 +67,19 @@ def test_train_writes_result_and_does_not_retrain(tmp_path):
         T.train(smoke(seed=1), tmp_path / "run", progress=False)
 
 
+def test_evaluation_with_a_picked_threshold_skips_the_validation_split(tmp_path, monkeypatch):
+    cfg = smoke()
+    res = T.train(cfg, tmp_path / "run", progress=False)
+    model, _, _ = T.load_run(tmp_path / "run")
+    seen = []
+    predict = T.predict_folder
+    monkeypatch.setattr(T, "predict_folder", lambda m, root, *a, **k: seen.append(root) or predict(m, root, *a, **k))
+    again = T.evaluate_run(model, cfg, progress=False, box_thresh=res["box_thresh"])
+    assert seen == [T.split_dir(cfg, "test", progress=False)]
+    assert {k: again[k] for k in ("precision", "recall", "hmean", "box_thresh")} == \
+        {k: res[k] for k in ("precision", "recall", "hmean", "box_thresh")}
+
+
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = smoke(steps=4, ckpt_every=2)
     T.fit(cfg, tmp_path / "a", progress=False)

