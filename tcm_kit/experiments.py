@@ -64,7 +64,7 @@ class Plan:
     image_size: int | None = None  # synthetic images; also the test long side (and the crop unless train_size)
     train_size: int | None = None  # training crop (None: image_size)
     scale_range: tuple | None = None  # rescale before the crop, relative to train_size (see TrainConfig)
-    text_scale: float | None = None  # synthetic text size factor (see TrainConfig.text_scale)
+    min_text_px: float | None = None  # synthetic text size floor (see TrainConfig.min_text_px)
     num_train: int | None = None
     num_val: int | None = None
     num_test: int | None = None
@@ -75,6 +75,7 @@ class Plan:
     workers: int = 1
     # 02: ablations
     ablation_domain: str = "synth-ic15"
+    ablation_extras: bool = True  # the two rows beyond the paper's table (authors' prompt sentence, context decoder)
     taus: tuple = (0.07,)
     aux_weights: tuple = (1.0,)
     # 03: few-shot curves
@@ -97,13 +98,13 @@ class Plan:
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # ~45 distinct runs for 02-05 together (see plan_summary); `steps` is the knob for the time budget
-            # images of 160 px held ~1 care word each (the generator scales text with the image): 320 px images,
-            # 160 px crops at 1-2x
-            "cpu": dict(steps=90, batch_size=8, image_size=320, train_size=160, scale_range=(1.0, 2.0),
-                        num_train=200, num_val=50, num_test=200,
-                        num_workers=0, threads=1, workers=2, taus=(0.07, 0.2), aux_weights=(0.5, 1.0),
-                        small_shot_max=0.05, main_detectors=ALL_DETECTORS, main_domains=("synth-ic15", "synth-total")),
+            # 20 distinct runs for 02-05 together (see plan_summary), 400 steps each, the rest of the budget as
+            # TrainConfig's cpu profile; the grids are cut to what 2 cores train in about an hour: shots 0.1 and
+            # 1.0, transfer and the main table on two domains, no extra ablation rows
+            "cpu": dict(steps=400, num_workers=0, threads=1, workers=2, taus=(0.07, 0.2), aux_weights=(1.0,),
+                        shots=(0.1, 1.0), small_shot_max=0.1, ablation_extras=False,
+                        domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS,
+                        main_domains=("synth-total",)),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
                          main_detectors=ALL_DETECTORS),
         }
@@ -124,8 +125,8 @@ class Plan:
                      test_size=self.image_size)
         if self.scale_range is not None:
             b.update(scale_range=tuple(self.scale_range))
-        if self.text_scale is not None:
-            b.update(text_scale=self.text_scale)
+        if self.min_text_px is not None:
+            b.update(min_text_px=self.min_text_px)
         if self.steps is not None:  # keep warm-up and checkpoints in proportion to a short budget
             base = TrainConfig.for_profile(self.profile)
             b.update(warmup_steps=min(base.warmup_steps, max(1, self.steps // 10)),
@@ -152,7 +153,7 @@ class Plan:
         c = self.config(domain="synth-ic15")
         return (f"{c.steps} steps x batch {c.batch_size}, {c.train_size} px crops of {c.image_size} px images, "
                 f"tested at {c.test_size} px, synthetic splits {c.num_train}/{c.num_val}/{c.num_test} "
-                f"(train/val/test)")
+                f"(train/val/test)" + (f", smallest synthetic font {c.min_text_px:g} px" if c.min_text_px else ""))
 
 
 def as_plan(plan: Plan | str) -> Plan:
@@ -240,7 +241,7 @@ def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
     """Make what runs share before they start side by side: the synthetic splits and the embedded CLIP."""
     from .clip import load_clip
 
-    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.text_scale, c.data_root): c
+    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.min_text_px, c.data_root): c
                 for c in configs}.values():
         for split in ("train", "val", "test"):
             T.split_dir(cfg, split, progress=False)
@@ -299,7 +300,8 @@ def _metrics(result: dict) -> dict:
 
 def ablation_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
                      data_roots: Mapping[str, str] | None = None) -> dict[str, TrainConfig]:
-    """variant label -> config: the paper's components switched on one by one, then two extra rows."""
+    """variant label -> config: the paper's components switched on one by one, then two extra rows (when
+    plan.ablation_extras)."""
     plan = as_plan(plan)
     domain = domain or plan.ablation_domain
     tcm = lambda **kw: plan.config("tcm-dbnet", domain, seed, data_roots=data_roots, **kw)  # noqa: E731
@@ -313,8 +315,8 @@ def ablation_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
         "+ visual prompt generator": tcm(**{**off, "learnable_prompt": True, "language_prompt": True,
                                             "visual_prompt": True}),
         "+ auxiliary loss (= TCM)": tcm(context_decoder=False),
-        "TCM, authors' prompt sentence": tcm(context_decoder=False, prompt=AUTHORS_PROMPT),
-        "TCM + context decoder": tcm(context_decoder=True),
+        **({"TCM, authors' prompt sentence": tcm(context_decoder=False, prompt=AUTHORS_PROMPT),
+            "TCM + context decoder": tcm(context_decoder=True)} if plan.ablation_extras else {}),
     }
 
 
@@ -431,8 +433,9 @@ def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
 
 def _test_key(cfg: TrainConfig) -> str:
     """Identity of a test split (independent of where data_dir() is)."""
+    scale = T.text_scale(cfg)
     split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.num_test,
-             "image_size": cfg.image_size, **({"text_scale": cfg.text_scale} if cfg.text_scale != 1.0 else {})}
+             "image_size": cfg.image_size, **({"text_scale": scale} if scale != 1.0 else {})}
     return f"{cfg.domain}-{config_hash(split)}"
 
 
@@ -475,7 +478,8 @@ def transfer_table(plan: Plan | str, domains: Sequence[str] | None = None,
     configs = transfer_configs(plan, domains, detectors, seed, data_roots)
     results = run_many(plan, configs, "transfer: train", progress)
     rows = []
-    with _torch_threads(plan.threads):
+    # the cross-domain tests run alone, after training: they get the threads of all workers
+    with _torch_threads(None if plan.threads is None else plan.threads * max(1, plan.workers)):
         for cfg, r in tqdm(list(zip(configs, results)), desc=f"transfer: test [{plan.profile}]", unit="run",
                            disable=not progress):
             targets = [c for c in configs if c.detector == cfg.detector]

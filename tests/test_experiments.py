@@ -65,12 +65,17 @@ def test_run_many_runs_a_repeated_config_once(fake_train):
 
 
 def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
-    plan = ex.Plan.for_profile("cpu", steps=37)
+    plan = ex.Plan.for_profile("cpu", steps=37, image_size=256, train_size=128, scale_range=(1.0, 1.5),
+                               min_text_px=12.0)
     cfgs = [c for cs in ex.notebook_configs(plan).values() for c in cs]
     assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.train_size}
     assert {c.image_size for c in cfgs} == {c.test_size for c in cfgs} == {plan.image_size}
-    assert {c.scale_range for c in cfgs} == {plan.scale_range}
+    assert {c.scale_range for c in cfgs} == {plan.scale_range} and {c.min_text_px for c in cfgs} == {12.0}
     assert all(c.warmup_steps <= 37 and c.ckpt_every <= 37 for c in cfgs)
+    # budget fields left None keep TrainConfig's profile values
+    base, c = T.TrainConfig.for_profile("cpu"), ex.Plan.for_profile("cpu").config()
+    assert (c.image_size, c.train_size, c.scale_range, c.min_text_px) == \
+        (base.image_size, base.train_size, base.scale_range, base.min_text_px)
     assert ex.Plan.for_profile("smoke").config().steps == T.TrainConfig.for_profile("smoke").steps
     with pytest.raises(ex.ExperimentError, match="unknown Plan fields"):
         ex.Plan.for_profile("cpu", step=10)
@@ -86,21 +91,24 @@ def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
     smoke = ex.plan_summary("smoke").set_index("notebook")
     assert smoke.loc["total", "distinct"] <= 30
     assert (smoke.drop("total")["distinct"] <= 14).all()
+    assert ex.Plan.for_profile("full").shots == (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
     cpu = ex.Plan.for_profile("cpu")
-    assert cpu.shots == (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
     runs = ex.few_shot_configs(cpu)
-    for shot in (0.01, 0.05):
-        assert len({c.seed for c in runs if c.shot == shot and c.detector == "dbnet"}) >= 3
-    assert len(runs) == 2 * (2 * 3 + 4 * 1)
+    small = [s for s in cpu.shots if s <= cpu.small_shot_max]
+    assert small and all(len({c.seed for c in runs if c.shot == s and c.detector == "dbnet"}) >= 3 for s in small)
+    assert len(runs) == len(cpu.detectors) * (3 * len(small) + len(cpu.shots) - len(small))
     main = ex.detector_configs(cpu)  # every head with and without TCM on the main domains
     assert {c.detector for c in main} == set(ex.ALL_DETECTORS) and {c.domain for c in main} == set(cpu.main_domains)
     summary = ex.plan_summary(cpu).set_index("notebook")
     assert summary.loc["total", "distinct"] == len({config_hash(c) for cs in ex.notebook_configs(cpu).values()
                                                     for c in cs})
-    assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * 4 * 3
-    # the all-data TCM run is shared by 02, 03, 04 and 05
+    n = len(cpu.domains)
+    assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * n * (n - 1)
+    # the all-data TCM run on synth-ic15 is shared by 02, 03 and 04; its synth-total twin by 04 and 05
+    nb = {k: {config_hash(c) for c in cs} for k, cs in ex.notebook_configs(cpu).items()}
     shared = config_hash(cpu.config("tcm-dbnet", "synth-ic15"))
-    assert all(shared in {config_hash(c) for c in cs} for cs in ex.notebook_configs(cpu).values())
+    assert all(shared in nb[k] for k in nb if not k.startswith("05"))
+    assert config_hash(cpu.config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
 
 
 def test_ablation_table_has_the_ladder_and_extra_rows(fake_train):
@@ -148,9 +156,14 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
 
     monkeypatch.setattr(T, "load_run", load_run)
     monkeypatch.setattr(T, "split_dir", lambda cfg, split, progress=True: Path("/fake") / cfg.domain / split)
-    monkeypatch.setattr(T, "evaluate_run", lambda model, cfg, progress=True, device="cpu", test_root=None: {
-        "precision": 0.1, "recall": 0.1, "hmean": 0.1 if "synth-td500" in str(test_root) else 0.05,
-        "box_thresh": 0.5, "n_test": 4})
+    thresholds = []
+
+    def evaluate_run(model, cfg, progress=True, device="cpu", test_root=None, box_thresh=None):
+        thresholds.append(box_thresh)
+        return {"precision": 0.1, "recall": 0.1, "hmean": 0.1 if "synth-td500" in str(test_root) else 0.05,
+                "box_thresh": box_thresh, "n_test": 4}
+
+    monkeypatch.setattr(T, "evaluate_run", evaluate_run)
     domains = ("synth-ic15", "synth-td500", "synth-total")
     long = ex.transfer_table("smoke", domains=domains, progress=False)
     assert len(long) == 2 * 3 * 3 and long["in_domain"].sum() == 2 * 3
@@ -162,6 +175,7 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
     assert m.shape == (2 * 3, 2 + 3 + 1)
     assert list(m.columns) == ["detector", "train_domain", *domains, "mean on other domains"]
     assert len(loads) == 6
+    assert len(thresholds) == 2 * 3 * 2 and None not in thresholds  # the run's own threshold, no val re-run
     ex.transfer_table("smoke", domains=domains, progress=False)
     assert len(loads) == 6 and len(fake_train) == 6  # cross-evaluations and runs all read back from disk
     assert "transfers" in ex.describe_transfer(long) or "equally" in ex.describe_transfer(long)
