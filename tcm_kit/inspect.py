@@ -221,8 +221,9 @@ def plot_similarity_grid(models: dict, tokenizer, images: dict, prompts=DEFAULT_
                          cmap: str = "jet", alpha: float = 0.55):
     """A Figure: one row per image; its picture, then each model's map for each prompt, overlaid on it.
 
-    models: {label: CLIP}; images: {name: uint8 image | (image, instances) | Scene}. The colour scale is shared
-    by all maps of one model (its range is in the column titles), so prompts and images compare within a model.
+    models: {label: CLIP}; images: {name: uint8 image | (image, instances) | Scene}. Each column (one model, one
+    prompt) has its own colour scale, shared by all images (its range is in the column title): images compare
+    within a column; a prompt whose cosines vary little still shows where it peaks.
     """
     if not models or not images or not prompts:
         raise InspectError("plot_similarity_grid needs at least one model, one image and one prompt")
@@ -230,8 +231,8 @@ def plot_similarity_grid(models: dict, tokenizer, images: dict, prompts=DEFAULT_
     pics = {name: fit_to_stride(_as_image(v), size) for name, v in images.items()}
     maps = {label: {name: similarity_maps(m, tokenizer, pic, prompts) for name, pic in pics.items()}
             for label, m in models.items()}  # label -> name -> (P, h, w)
-    ranges = {label: (min(float(s.min()) for s in by.values()), max(float(s.max()) for s in by.values()))
-              for label, by in maps.items()}
+    ranges = {(label, p): (min(float(s[p].min()) for s in by.values()), max(float(s[p].max()) for s in by.values()))
+              for label, by in maps.items() for p in range(len(prompts))}
     rows, cols = len(pics), 1 + len(models) * len(prompts)
     aspects = [p.shape[0] / p.shape[1] for p in pics.values()]  # one row height per image shape
     fig = _figure(1.8 * cols, 1.8 * sum(aspects) + 0.5)
@@ -242,8 +243,8 @@ def plot_similarity_grid(models: dict, tokenizer, images: dict, prompts=DEFAULT_
         axes[r, 0].set_ylabel(name, fontsize=8)
         c = 1
         for label in models:
-            lo, hi = ranges[label]
             for p, prompt in enumerate(prompts):
+                lo, hi = ranges[label, p]
                 ax = axes[r, c]
                 ax.imshow(pic.mean(axis=2), cmap="gray", vmin=0, vmax=255)
                 ax.imshow(maps[label][name][p], cmap=cmap, alpha=alpha, vmin=lo, vmax=hi,
