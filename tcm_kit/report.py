@@ -100,3 +100,34 @@ def write_index() -> Path:
         lines.append(f"- **{m['title']}** ({m['kind']}): {links} — {stamp.line()}")
     (d / "README.md").write_text("\n".join(lines) + "\n")
     return d / "README.md"
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+# the headline of the top-level README: reports/<name>.md tables (ours only) and reports/<name>.png figures
+README_RESULTS = ("main_table", "ablations", "few_shot", "few_shot_curve", "transfer", "tau_lambda", "clip_prior")
+
+
+def update_readme(readme: Path = REPO_ROOT / "README.md", names=README_RESULTS) -> list[str]:
+    """Copy the named reports (tables: title, stamp and our table, without the paper's part; figures: an image
+    link) between the README's results markers; returns the names found. Nothing is typed by hand: a report
+    that does not exist is left out, and a README without the markers is refused."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
+    d, parts, found = reports_dir(), [], []
+    rel = os.path.relpath(d, readme.parent)
+    for name in names:
+        md, png = d / f"{name}.md", d / f"{name}.png"
+        if md.exists():
+            ours = md.read_text().split("\n## The paper's figures")[0].strip().splitlines()
+            title = ours[0].lstrip("# ").strip() if ours else name
+            parts += [f"#### {title}", "", *ours[1:], "", f"(full table: [{rel}/{name}.md]({rel}/{name}.md))", ""]
+            found.append(name)
+        elif png.exists():
+            parts += [f"![{name}]({rel}/{name}.png)", ""]
+            found.append(name)
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + README_START + "\n" + "\n".join(parts) + README_END + tail)
+    return found

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .report import reports_dir, update_readme
 from .utils import REPO_ROOT
 
 PROFILES = ("smoke", "cpu", "full")
@@ -22,8 +23,11 @@ def numbered_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
 
 
 def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out_dir: Path | None = None,
-                  parameters: dict | None = None, progress: bool = True) -> list[Path]:
+                  parameters: dict | None = None, progress: bool = True, readme: bool | None = None) -> list[Path]:
     """Execute each notebook with papermill (parameters: profile + extras) and return the executed copies.
+
+    readme: copy the headline tables into README.md's results block afterwards (report.update_readme); default:
+    when the whole cpu profile ran into the repository's reports/.
 
     Stops at the first failing notebook with its cell and error. Tables and figures are written by the
     notebooks themselves (through tcm_kit.report), so nothing is written that no run produced.
@@ -54,4 +58,10 @@ def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out
                                  f"(executed copy with the traceback: {target})") from None
         tqdm.write(f"{nb.name}: done in {time.time() - t0:.0f} s -> {target}")
         executed.append(target)
+    if readme is None:  # the README's headline is the cpu profile's, from the repository's own reports/
+        readme = profile == "cpu" and len(executed) == len(numbered_notebooks()) and \
+            reports_dir().resolve() == (REPO_ROOT / "reports").resolve()
+    if readme:
+        found = update_readme()
+        tqdm.write(f"README.md results block: {', '.join(found) or 'no reports found'}")
     return executed

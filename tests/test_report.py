@@ -5,7 +5,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tcm_kit.report import Stamp, save_figure, save_table  # noqa: E402
+import pytest  # noqa: E402
+
+from tcm_kit.report import README_END, README_START, Stamp, save_figure, save_table, update_readme  # noqa: E402
 
 
 def test_table_and_figure_are_stamped_and_indexed(tmp_path, monkeypatch):
@@ -26,3 +28,22 @@ def test_table_and_figure_are_stamped_and_indexed(tmp_path, monkeypatch):
     index = (tmp_path / "README.md").read_text()
     assert "[main_table.md](main_table.md)" in index and "[curve.png](curve.png)" in index
     assert index.count("commit `abc123`") == 2
+
+
+def test_readme_results_block_is_filled_from_reports_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCM_KIT_REPORTS", str(tmp_path / "reports"))
+    stamp = Stamp(profile="cpu", seeds=(0,), wall_seconds=5, commit="abc123")
+    paper = pd.DataFrame({"detector": ["tcm-dbnet"], "hmean": [0.888]})
+    save_table(pd.DataFrame({"detector": ["dbnet"], "hmean": [0.25]}), "main_table", "Main", stamp, paper=paper)
+    fig, ax = plt.subplots()
+    save_figure(fig, "few_shot_curve", "Curve", stamp)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nstale\n{README_END}\noutro\n")
+    assert update_readme(readme, names=("main_table", "few_shot_curve", "missing")) == ["main_table", "few_shot_curve"]
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{README_END}\noutro\n") and "stale" not in text
+    assert "| dbnet | 0.250 |" in text and "commit `abc123`" in text and "0.888" not in text  # ours only
+    assert "(reports/few_shot_curve.png)" in text and "(reports/main_table.md)" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="results"):
+        update_readme(readme)
