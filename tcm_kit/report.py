@@ -14,6 +14,9 @@ from pathlib import Path
 from .utils import REPO_ROOT, git_commit
 
 
+PAPER_HEADING = "## The paper's figures (reported by Yu et al., CVPR 2023; not produced by this kit)"
+
+
 def reports_dir() -> Path:
     """$TCM_KIT_REPORTS or <repo>/reports."""
     p = Path(os.environ.get("TCM_KIT_REPORTS", REPO_ROOT / "reports"))
@@ -55,7 +58,7 @@ def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits
     lines += [_markdown(df, float_digits), ""]
     files = [f"{name}.md", f"{name}.csv"]
     if paper is not None:
-        lines += ["## The paper's figures (reported by Yu et al., CVPR 2023; not produced by this kit)", "",
+        lines += [PAPER_HEADING, "",
                   _markdown(paper, float_digits), ""]
     (d / f"{name}.md").write_text("\n".join(lines))
     _write_meta(name, "table", title, stamp, files)
@@ -120,9 +123,9 @@ def update_readme(readme: Path = REPO_ROOT / "README.md", names=README_RESULTS) 
     for name in names:
         md, png = d / f"{name}.md", d / f"{name}.png"
         if md.exists():
-            ours = md.read_text().split("\n## The paper's figures")[0].strip().splitlines()
+            ours = md.read_text().split(PAPER_HEADING)[0].strip().splitlines()
             title = ours[0].lstrip("# ").strip() if ours else name
-            parts += [f"#### {title}", "", *ours[1:], "", f"(full table: [{rel}/{name}.md]({rel}/{name}.md))", ""]
+            parts += [f"#### {title}", *ours[1:], "", f"(full table: [{rel}/{name}.md]({rel}/{name}.md))", ""]
             found.append(name)
         elif png.exists():
             parts += [f"![{name}]({rel}/{name}.png)", ""]
