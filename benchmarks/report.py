@@ -134,18 +134,13 @@ def main(argv=None) -> None:
         notes["peers"] = (f"{a.peers_n} images of `{a.split}`, 1 thread, batch 1; see "
                           f"[benchmarks_peers.md](benchmarks_peers.md) for the weights of each row.")
 
-    inf = step("inference", lambda: inference_table(a.inference_runs, a.threads))
-    if inf is not None:
-        tables["inference"] = inf
-    pp = step("postprocess", lambda: postprocess_table(a.postprocess_images))
-    if pp is not None:
-        tables["postprocess"] = pp
-    mt = step("metric", lambda: metric_table(a.metric_images, a.metric_repeats))
-    if mt is not None:
-        tables["metric"] = mt
-    sp = step("synth", lambda: synth_speed_text(a.synth_n))
-    if sp is not None:
-        texts["synth"] = sp
+    for name, make, into in (("inference", lambda: inference_table(a.inference_runs, a.threads), tables),
+                             ("postprocess", lambda: postprocess_table(a.postprocess_images), tables),
+                             ("metric", lambda: metric_table(a.metric_images, a.metric_repeats), tables),
+                             ("synth", lambda: synth_speed_text(a.synth_n), texts)):
+        out = step(name, make)
+        if out is not None:
+            into[name] = out
     step("peers", do_peers)
 
     wall = time.perf_counter() - t0
