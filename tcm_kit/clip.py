@@ -370,24 +370,25 @@ def interpolate_pos_embed(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
 
-    The same computation as AttentionPool2d.forward (mean token + positional embedding, full attention) with the
-    positional embedding interpolated to (h, w); every spatial token also goes through v_proj then c_proj.
+    global_feat is AttentionPool2d.forward's output (the mean token, plus the positional embedding interpolated
+    to (h, w), attends to all tokens); every spatial token also goes through v_proj then c_proj. Only the mean
+    token's query is computed (the other queries' outputs are not used), and the values serve both outputs:
+    2 token projections instead of 4, no (1+hw)^2 attention.
     """
     B, C, h, w = x.shape
-    x = x.reshape(B, C, h * w).permute(2, 0, 1)  # (hw, B, C)
-    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # (1+hw, B, C)
-    x = x + interpolate_pos_embed(pool.positional_embedding, h, w)[:, None, :].to(x.dtype)  # (1+hw, B, C)
-    pooled, _ = F.multi_head_attention_forward(
-        query=x, key=x, value=x, embed_dim_to_check=C, num_heads=pool.num_heads,
-        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
-        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
-        use_separate_proj_weight=True, training=pool.training, need_weights=False,
-    )  # (1+hw, B, D)
-    v = pool.c_proj(pool.v_proj(x[1:]))  # (hw, B, D)
-    dense = v.permute(1, 2, 0).reshape(B, -1, h, w)  # (B, D, h, w)
-    return dense, pooled[0]
+    heads = pool.num_heads
+    x = x.reshape(B, C, h * w).transpose(1, 2)  # (B, hw, C)
+    x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1+hw, C)
+    x = x + interpolate_pos_embed(pool.positional_embedding, h, w).to(x.dtype)  # (B, 1+hw, C)
+    q = pool.q_proj(x[:, :1])  # (B, 1, C)
+    k = pool.k_proj(x)  # (B, 1+hw, C)
+    v = pool.v_proj(x)  # (B, 1+hw, C)
+    split = lambda t: t.reshape(B, t.shape[1], heads, C // heads).transpose(1, 2)  # (B, heads, n, C/heads)
+    pooled = F.scaled_dot_product_attention(split(q), split(k), split(v))  # (B, heads, 1, C/heads)
+    glob = pool.c_proj(pooled.transpose(1, 2).reshape(B, C))  # (B, D)
+    dense = pool.c_proj(v[:, 1:])  # (B, hw, D)
+    dense = dense.transpose(1, 2).reshape(B, -1, h, w)  # (B, D, h, w)
+    return dense, glob
 
 
 def dense_features(model, images: torch.Tensor) -> DenseFeatures:

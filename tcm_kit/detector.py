@@ -39,11 +39,14 @@ class Detector(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # NHWC convolutions: oneDNN takes every convolution (NCHW sends small-batch 1x1 convs to a slow path on
+        # CPU), measured 0.55 -> 0.44 s per dbnet training step (batch 8, 160 px, 1 thread)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.ndim != 4 or images.shape[-1] % 32 or images.shape[-2] % 32:
             raise DetectorError(f"images must be (B,3,H,W) with H, W multiples of 32, got {tuple(images.shape)}")
-        feats = self.backbone(images)
+        feats = self.backbone(images.contiguous(memory_format=torch.channels_last))
         out = self.head(feats.features)
         if getattr(feats, "score_logits", None) is not None:
             out["score_logits"], out["score_map"] = feats.score_logits, feats.score_map

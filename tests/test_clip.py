@@ -60,7 +60,7 @@ def test_global_feat_equals_encode_image_at_native_size(tiny):
     with torch.no_grad():
         f = clip.dense_features(tiny, x)
         ref = tiny.encode_image(x)
-    assert torch.equal(f.global_feat, ref)
+    assert torch.allclose(f.global_feat, ref, atol=1e-5)  # only the mean token's query: same values, other op order
     assert [s.shape[1:] for s in f.stages] == [(128, 56, 56), (256, 28, 28), (512, 14, 14), (1024, 7, 7)]
     assert f.visual_embeddings.shape == (2, 128, 7, 7)
 
