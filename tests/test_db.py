@@ -110,6 +110,28 @@ def test_db_loss_weights_and_parts():
         DBLoss()(maps, {"prob": t["prob"]})
 
 
+def test_db_prob_loss_dice_option():
+    torch.manual_seed(0)
+    t = targets()
+    maps = DBHead(16).train()(torch.randn(2, 16, 16, 16))
+    parts = DBLoss(prob_loss="dice")(maps, t)
+    want = dice_loss(torch.sigmoid(maps["prob_logits"]), t["prob"], t["prob_mask"])
+    torch.testing.assert_close(parts["loss_prob"], want)
+    assert not torch.allclose(parts["loss_prob"], DBLoss()(maps, t)["loss_prob"])
+    with pytest.raises(DetectorError, match="prob_loss"):
+        DBLoss(prob_loss="focal")
+
+
+def test_train_config_picks_the_db_prob_loss():
+    from tcm_kit.train import TrainConfig, build_model
+    for det in ("dbnet", "tcm-dbnet"):
+        for choice in ("bce", "dice"):
+            cfg = TrainConfig.for_profile("smoke", detector=det, db_prob_loss=choice)
+            assert build_model(cfg, progress=False).head.criterion.prob_loss == choice
+    assert TrainConfig.for_profile("cpu").db_prob_loss == "dice"
+    assert TrainConfig.for_profile("full").db_prob_loss == "bce"  # the TCM authors' setting
+
+
 # ------------------------------------------------------------------------------------------------ post-processing
 
 @pytest.mark.parametrize("poly", [

@@ -80,13 +80,19 @@ class DBHead(nn.Module):
 # ---------------------------------------------------------------------------------------------------- loss
 
 class DBLoss(nn.Module):
-    """L = α·L_prob (BCE + OHEM 3:1) + β·L_thresh (L1 on thresh_mask) + L_binary (dice); α=5, β=10 as the
-    authors' (MMOCR) code; ohem_ratio=None trains L_prob with the class-balanced BCE instead (no mining).
+    """L = α·L_prob + β·L_thresh (L1 on thresh_mask) + L_binary (dice); α=5, β=10 as the authors' (MMOCR) code.
+
+    prob_loss "bce": L_prob is BCE + OHEM 3:1 (the DBNet paper, and the TCM authors' configs: MMOCR's
+    `bbce_loss=True`); ohem_ratio=None trains it with the class-balanced BCE instead (no mining). prob_loss
+    "dice": L_prob is the dice loss on sigmoid(prob_logits) (MMOCR 0.x DBLoss's default, `bbce_loss=False`).
     forward(maps, batch) -> dict(loss, loss_prob, loss_thresh, loss_binary)."""
 
-    def __init__(self, alpha: float = 5.0, beta: float = 10.0, ohem_ratio: float | None = 3.0):
+    def __init__(self, alpha: float = 5.0, beta: float = 10.0, ohem_ratio: float | None = 3.0,
+                 prob_loss: str = "bce"):
         super().__init__()
-        self.alpha, self.beta, self.ohem_ratio = alpha, beta, ohem_ratio
+        if prob_loss not in ("bce", "dice"):
+            raise DetectorError(f"prob_loss must be 'bce' or 'dice', got {prob_loss!r}")
+        self.alpha, self.beta, self.ohem_ratio, self.prob_loss = alpha, beta, ohem_ratio, prob_loss
 
     def forward(self, maps: dict, batch: dict) -> dict[str, torch.Tensor]:
         missing = [k for k in ("prob", "prob_mask", "thresh", "thresh_mask") if k not in batch]
@@ -99,7 +105,10 @@ class DBLoss(nn.Module):
         if prob.shape != maps["prob_logits"].shape:
             raise DetectorError(f"target maps {tuple(prob.shape)} do not match predictions "
                                 f"{tuple(maps['prob_logits'].shape)}")
-        l_prob = balanced_bce_ohem(maps["prob_logits"], prob, prob_mask, neg_ratio=self.ohem_ratio)
+        if self.prob_loss == "dice":
+            l_prob = dice_loss(torch.sigmoid(maps["prob_logits"].float()), prob, prob_mask)
+        else:
+            l_prob = balanced_bce_ohem(maps["prob_logits"], prob, prob_mask, neg_ratio=self.ohem_ratio)
         l_thresh = masked_l1(maps["thresh"], batch["thresh"], batch["thresh_mask"])
         l_binary = dice_loss(maps["binary"], prob, prob_mask)
         loss = self.alpha * l_prob + self.beta * l_thresh + l_binary
