@@ -3,7 +3,8 @@
     python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
 
 Runs, in this order and one at a time: inference latency (benchmarks.inference: dbnet vs tcm-dbnet at 640 px
-and at the synthetic images' own 320 px, batch 1 and 8), post-processing per image (benchmarks.postprocess),
+and at the synthetic images' own 320 px, batch 1 and 8), training throughput of every detector at the cpu
+profile's settings (benchmarks.train_speed), post-processing per image (benchmarks.postprocess),
 metric time per 500 images (benchmarks.metric_speed), the synthetic generator's speed (benchmarks.synth_speed,
 its printout as is), and the peer detectors (benchmarks.peers: rapidocr and CRAFT next to ours; needs the
 `bench` extra). Each table keeps its absolute figures and its ratio to `dbnet` measured in the same run; a
@@ -20,7 +21,7 @@ import time
 
 import pandas as pd
 
-from benchmarks import inference, metric_speed, peers, postprocess
+from benchmarks import inference, metric_speed, peers, postprocess, train_speed
 
 
 def _versions() -> str:
@@ -45,6 +46,14 @@ def inference_table(runs: int, threads: int) -> pd.DataFrame:
                          "ms / image": r["median_ms"] / r["batch"], "x dbnet": r["x_dbnet"],
                          "peak MB": r["peak_rss_mb"], "params M": r["params_m"]})
     return pd.DataFrame(rows)
+
+
+def train_table(steps: int, threads: int) -> pd.DataFrame:
+    """Training throughput of every detector at the cpu profile's settings (random weights, real batches)."""
+    rows = train_speed.run(train_speed.DEFAULT_DETECTORS, "cpu", None, steps, threads, "cpu")
+    return pd.DataFrame([{"detector": r["detector"], "arch": r["arch"], "batch": r["batch"], "crop": r["crop"],
+                          "steps": r["steps"], "median step ms": r["median_step_ms"], "data ms": r["data_ms"],
+                          "images/s": r["images_per_s"], "x dbnet": r["x_dbnet"]} for r in rows])
 
 
 def postprocess_table(images: int) -> pd.DataFrame:
@@ -76,6 +85,10 @@ def ratio_view(tables: dict) -> pd.DataFrame:
     for _, r in tables.get("inference", pd.DataFrame()).iterrows():
         rows.append({"benchmark": "inference (random weights)", "setting": f"{r['size']} px, batch {r['batch']}",
                      "detector": r["detector"], "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
+    for _, r in tables.get("train", pd.DataFrame()).iterrows():
+        rows.append({"benchmark": "training step (random weights)", "setting": f"cpu profile, batch {r['batch']}, "
+                     f"{r['crop']} px crops", "detector": r["detector"], "median ms": r["median step ms"],
+                     "x dbnet": r["x dbnet"]})
     for _, r in tables.get("postprocess", pd.DataFrame()).iterrows():
         rows.append({"benchmark": "post-processing", "setting": f"640 px, {r['preset']}", "detector": r["head"],
                      "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
@@ -95,12 +108,13 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default=peers.DEFAULT_SPLIT)
     ap.add_argument("--peers-n", type=int, default=20)
     ap.add_argument("--inference-runs", type=int, default=10)
+    ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--postprocess-images", type=int, default=5)
     ap.add_argument("--metric-images", type=int, default=500)
     ap.add_argument("--metric-repeats", type=int, default=2)
     ap.add_argument("--synth-n", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the inference benchmark")
-    ap.add_argument("--skip", default="", help="comma-separated: inference,postprocess,metric,synth,peers")
+    ap.add_argument("--skip", default="", help="comma-separated: inference,train,postprocess,metric,synth,peers")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
     import torch
@@ -135,6 +149,7 @@ def main(argv=None) -> None:
                           f"[benchmarks_peers.md](benchmarks_peers.md) for the weights of each row.")
 
     for name, make, into in (("inference", lambda: inference_table(a.inference_runs, a.threads), tables),
+                             ("train", lambda: train_table(a.train_steps, a.threads), tables),
                              ("postprocess", lambda: postprocess_table(a.postprocess_images), tables),
                              ("metric", lambda: metric_table(a.metric_images, a.metric_repeats), tables),
                              ("synth", lambda: synth_speed_text(a.synth_n), texts)):
@@ -162,6 +177,12 @@ def main(argv=None) -> None:
                   f"Random weights (the embedded tiny CLIP, TCM-RN-tiny), forward pass only, CPU, {a.threads} "
                   "torch thread(s), each configuration in its own process (peak MB = its resident-memory growth), "
                   "3 warm-up passes.", "", _markdown(tables["inference"], 2), ""]
+    if "train" in tables:
+        lines += ["## Training throughput (benchmarks.train_speed)", "",
+                  f"The cpu profile's training step (its batch, crop, augmentations and losses; AdamW) on batches "
+                  f"of its synthetic train split, random weights, {a.threads} torch thread(s), each detector in "
+                  f"its own process, {a.train_steps} steps after 2 warm-up steps; `data ms` is the part of the "
+                  "step spent building the batch.", "", _markdown(tables["train"], 2), ""]
     if "postprocess" in tables:
         lines += ["## Post-processing per image (benchmarks.postprocess)", "",
                   f"Each head's `decode` on realistic 640x640 maps, {a.postprocess_images} scenes per preset after "

@@ -180,13 +180,15 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 
 # ---------------------------------------------------------------------------------------------------- model
 
-def build_model(cfg: TrainConfig, progress: bool = True):
-    """The detector of the config, on top of a fresh copy of its CLIP."""
+def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
+    """The detector of the config, on top of a fresh copy of its CLIP (or of `clip`: e.g. a randomly
+    initialised architecture for a speed benchmark)."""
     from .clip import load_clip
     from .detector import build_detector, head_family
     from .heads.db import DBLoss
 
-    clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
+    if clip is None:
+        clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
     options = None
     if head_family(cfg.detector)[0] == "dbnet":
         options = {"loss": DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.db_prob_loss)}
@@ -331,7 +333,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     share = cfg.batch_size // world
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast_for(device)
     model.train()
     while step < cfg.steps:
         epoch, first = divmod(step, steps_per_epoch)
@@ -343,13 +345,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
                                              num_workers=cfg.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         for batch in loader:
-            tensors = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-            with amp:
-                out = ddp(tensors["image"])
-            parts = model.loss({k: v.float() for k, v in out.items()}, tensors)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            optimizer.step()
+            parts = train_step(model, ddp, optimizer, batch, device, amp)
             scheduler.step()
             step += 1
             row = {"step": step, "lr": scheduler.get_last_lr()[-1], **{k: v.item() for k, v in parts.items()}}
@@ -363,6 +359,26 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if world > 1:
         dist.barrier()
     return model, len(data)
+
+
+def autocast_for(device: str):
+    """bf16 autocast on CUDA, plain fp32 elsewhere."""
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_step(model, forward, optimizer, batch: dict, device: str, amp) -> dict:
+    """One optimisation step on a collated batch: forward (through `forward`: the model or its DDP wrapper) under
+    `amp`, the detector's loss in fp32, backward, optimiser step. -> the loss parts (tensors)."""
+    tensors = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+    with amp:
+        out = forward(tensors["image"])
+    parts = model.loss({k: v.float() for k, v in out.items()}, tensors)
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    optimizer.step()
+    return parts
 
 
 def _append_csv(path: Path, row: dict) -> None:

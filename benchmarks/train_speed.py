@@ -1,0 +1,104 @@
+"""Training throughput (images/s) of each detector at a TrainConfig profile's settings, on CPU or GPU.
+
+    python -m benchmarks.train_speed [--profile cpu] [--detectors dbnet,tcm-dbnet,...] [--steps 10] [--threads 1]
+
+Random weights (the profile's embedded CLIP architecture, or RN50 with --arch RN50: speed does not depend on the
+weights) on real training batches: the profile's synthetic train split (generated on first use), its crop size,
+batch size and augmentations, AdamW at the profile's rates. Each detector runs in its own process; after 2
+warm-up steps, `--steps` steps are timed: the whole step (next batch from the dataset in this process + forward
++ loss + backward + optimiser) and, apart, the share spent building the batch. Prints a table with the ratio
+to `dbnet` measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_DETECTORS = ("dbnet", "tcm-dbnet", "pan", "tcm-pan", "fcenet", "tcm-fcenet")
+
+
+def measure(detector: str, profile: str, arch: str | None, steps: int, threads: int, device: str) -> dict:
+    import torch
+
+    from tcm_kit.clip import create_clip
+    from tcm_kit.data.transforms import TextDetDataset, collate
+    from tcm_kit.train import TrainConfig, autocast_for, build_model, param_groups, split_dir, train_step
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = TrainConfig.for_profile(profile, detector=detector)
+    arch = arch or ("TCM-RN-tiny" if cfg.clip_weights == "embedded" else "RN50")
+    model = build_model(cfg, clip=create_clip(arch, seed=0)).to(device).train()
+    data = TextDetDataset(split_dir(cfg, "train", progress=False), size=cfg.train_size, train=True, seed=0,
+                          targets=model.target_fn(), scale_range=tuple(cfg.scale_range))
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp = autocast_for(device)
+    step_s, data_s = [], []
+    for i in range(steps + 2):  # 2 warm-up steps
+        t0 = time.perf_counter()
+        idx = [(i * cfg.batch_size + j) % len(data) for j in range(cfg.batch_size)]
+        batch = collate([data[k] for k in idx])
+        t1 = time.perf_counter()
+        train_step(model, model, opt, batch, device, amp)  # the step of tcm_kit.train.fit
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            step_s.append(time.perf_counter() - t0)
+            data_s.append(t1 - t0)
+    med = float(np.median(step_s))
+    return {"detector": detector, "arch": arch, "profile": profile, "device": device, "batch": cfg.batch_size,
+            "crop": cfg.train_size, "steps": steps, "median_step_ms": 1000 * med,
+            "data_ms": 1000 * float(np.median(data_s)), "images_per_s": cfg.batch_size / med}
+
+
+def run(detectors=DEFAULT_DETECTORS, profile: str = "cpu", arch: str | None = None, steps: int = 10,
+        threads: int = 1, device: str = "cpu") -> list[dict]:
+    """One row per detector (each in its own process), with `x_dbnet`: step time over the first detector's."""
+    rows = []
+    for det in detectors:
+        cmd = [sys.executable, "-m", "benchmarks.train_speed", "--one", det, "--profile", profile,
+               "--steps", str(steps), "--threads", str(threads), "--device", device]
+        if arch:
+            cmd += ["--arch", arch]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.train_speed {det} failed:\n{out.stderr[-2000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]["median_step_ms"]
+    for r in rows:
+        r["x_dbnet"] = r["median_step_ms"] / base
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "full"))
+    p.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS))
+    p.add_argument("--arch", default=None, help="CLIP architecture (default: the profile's)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.one:  # child process: one detector, JSON on stdout
+        print(json.dumps(measure(a.one, a.profile, a.arch, a.steps, a.threads, a.device)))
+        return
+    rows = run(tuple(a.detectors.split(",")), a.profile, a.arch, a.steps, a.threads, a.device)
+    if a.json:
+        print(json.dumps(rows))
+        return
+    print(f"{'detector':<12}{'arch':<13}{'batch':>6}{'crop':>6}{'step ms':>9}{'data ms':>9}{'images/s':>10}"
+          f"{'x dbnet':>9}")
+    for r in rows:
+        print(f"{r['detector']:<12}{r['arch']:<13}{r['batch']:>6}{r['crop']:>6}{r['median_step_ms']:>9.0f}"
+              f"{r['data_ms']:>9.0f}{r['images_per_s']:>10.1f}{r['x_dbnet']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
