@@ -2,8 +2,8 @@
 
     python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
 
-Runs, in this order and one at a time: inference latency (benchmarks.inference: dbnet vs tcm-dbnet at 640 px
-and at the synthetic images' own 320 px, batch 1 and 8), training throughput of every detector at the cpu
+Runs, in this order and one at a time: inference latency (benchmarks.inference: every detector at 640 px, dbnet
+vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), training throughput of every detector at the cpu
 profile's settings (benchmarks.train_speed), post-processing per image (benchmarks.postprocess),
 metric time per 500 images (benchmarks.metric_speed), the synthetic generator's speed (benchmarks.synth_speed,
 its printout as is), and the peer detectors (benchmarks.peers: rapidocr and CRAFT next to ours; needs the
@@ -37,10 +37,14 @@ def _versions() -> str:
 
 
 def inference_table(runs: int, threads: int) -> pd.DataFrame:
-    """dbnet vs tcm-dbnet (random weights, embedded tiny CLIP) at 640 and 320 px, batch 1 and 8."""
+    """Random weights: every detector at 640 px batch 1 (embedded tiny CLIP, TCM-RN-tiny); dbnet vs tcm-dbnet at
+    the synthetic images' own 320 px (batch 1 and 8) and with the RN50 architecture at 640 px."""
+    tiny, pair = "TCM-RN-tiny", ("dbnet", "tcm-dbnet")
     rows = []
-    for size, batch, n in ((640, 1, runs), (320, 1, runs), (320, 8, max(3, runs // 2))):
-        for r in inference.run(("dbnet", "tcm-dbnet"), "TCM-RN-tiny", size, batch, n, threads, "cpu"):
+    for dets, arch, size, batch, n in ((train_speed.DEFAULT_DETECTORS, tiny, 640, 1, runs),
+                                       (pair, tiny, 320, 1, runs), (pair, tiny, 320, 8, max(3, runs // 2)),
+                                       (pair, "RN50", 640, 1, max(3, runs // 2))):
+        for r in inference.run(dets, arch, size, batch, n, threads, "cpu"):
             rows.append({"detector": r["detector"], "arch": r["arch"], "size": r["size"], "batch": r["batch"],
                          "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],
                          "ms / image": r["median_ms"] / r["batch"], "x dbnet": r["x_dbnet"],
@@ -83,8 +87,9 @@ def ratio_view(tables: dict) -> pd.DataFrame:
     """Every detector figure measured against dbnet in the same run: one row per (benchmark, setting, detector)."""
     rows = []
     for _, r in tables.get("inference", pd.DataFrame()).iterrows():
-        rows.append({"benchmark": "inference (random weights)", "setting": f"{r['size']} px, batch {r['batch']}",
-                     "detector": r["detector"], "median ms": r["median ms"], "x dbnet": r["x dbnet"]})
+        rows.append({"benchmark": "inference (random weights)", "setting": f"{r['arch']}, {r['size']} px, "
+                     f"batch {r['batch']}", "detector": r["detector"], "median ms": r["median ms"],
+                     "x dbnet": r["x dbnet"]})
     for _, r in tables.get("train", pd.DataFrame()).iterrows():
         rows.append({"benchmark": "training step (random weights)", "setting": f"cpu profile, batch {r['batch']}, "
                      f"{r['crop']} px crops", "detector": r["detector"], "median ms": r["median step ms"],
@@ -174,9 +179,10 @@ def main(argv=None) -> None:
         lines += ["## Ratio view (against dbnet measured in the same run)", "", _markdown(ratios, 2), ""]
     if "inference" in tables:
         lines += ["## Inference latency (benchmarks.inference)", "",
-                  f"Random weights (the embedded tiny CLIP, TCM-RN-tiny), forward pass only, CPU, {a.threads} "
-                  "torch thread(s), each configuration in its own process (peak MB = its resident-memory growth), "
-                  "3 warm-up passes.", "", _markdown(tables["inference"], 2), ""]
+                  f"Random weights (the embedded tiny CLIP's architecture TCM-RN-tiny, and RN50), the papers' neck "
+                  f"and decoder widths (256), forward pass only, CPU, {a.threads} torch thread(s), each "
+                  "configuration in its own process (peak MB = its resident-memory growth), 3 warm-up passes; "
+                  "`x dbnet` against dbnet of the same architecture, size and batch.", "", _markdown(tables["inference"], 2), ""]
     if "train" in tables:
         lines += ["## Training throughput (benchmarks.train_speed)", "",
                   f"The cpu profile's training step (its batch, crop, augmentations and losses; AdamW) on batches "
