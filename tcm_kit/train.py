@@ -111,8 +111,9 @@ class TrainConfig:
             # cpu: one run in about 10 min on 2 cores (the Plan of notebooks 02-05 uses fewer steps): 160 px crops
             # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px)
             "cpu": dict(num_train=200, num_val=50, num_test=200, image_size=320, train_size=160, test_size=320,
-                        scale_range=(1.6, 2.4), min_text_px=16.0, steps=1000, lr=2e-3, warmup_steps=50, db_prob_loss="dice",
-                        neck_width=64, decoder_width=64, box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
+                        scale_range=(1.6, 2.4), min_text_px=16.0, steps=1000, lr=2e-3, warmup_steps=50,
+                        db_prob_loss="dice", neck_width=64, decoder_width=64,
+                        box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
             # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
             # steps are set per dataset by the caller (epochs * len(train) / batch).
             "full": dict(clip_weights="openai", clip_profile="full", num_train=1000, num_val=200, num_test=500,
