@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from benchmarks import each_in_own_process
 
 
 def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int) -> dict:
@@ -47,17 +47,9 @@ def run(detectors=("dbnet", "tcm-dbnet"), arch: str = "TCM-RN-tiny", size: int =
         runs: int = 20, threads: int = 2, device: str = "cpu") -> list[dict]:
     """One row per detector (`measure` in its own process, so the peak memory is its own), with `x dbnet`: the
     median over the median of the first detector measured (dbnet by default)."""
-    rows = []
-    for det in detectors:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--one", det, "--arch", arch,
-                              "--size", str(size), "--batch", str(batch), "--runs", str(runs),
-                              "--threads", str(threads), "--device", device],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]["median_ms"]
-    for r in rows:
-        r["x_dbnet"] = r["median_ms"] / base
-    return rows
+    return each_in_own_process("benchmarks.inference", detectors,
+                               ["--arch", arch, "--size", str(size), "--batch", str(batch), "--runs", str(runs),
+                                "--threads", str(threads), "--device", device], "median_ms")
 
 
 def main(argv=None) -> None:

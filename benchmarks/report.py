@@ -3,8 +3,9 @@
     python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
 
 Runs, in this order and one at a time: inference latency (benchmarks.inference: every detector at 640 px, dbnet
-vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), training throughput of every detector at the cpu
-profile's settings (benchmarks.train_speed), post-processing per image (benchmarks.postprocess),
+vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), training
+throughput of every detector at the cpu profile's settings (benchmarks.train_speed), post-processing per image
+(benchmarks.postprocess),
 metric time per 500 images (benchmarks.metric_speed), the synthetic generator's speed (benchmarks.synth_speed,
 its printout as is), and the peer detectors (benchmarks.peers: rapidocr and CRAFT next to ours; needs the
 `bench` extra). Each table keeps its absolute figures and its ratio to `dbnet` measured in the same run; a
@@ -182,7 +183,8 @@ def main(argv=None) -> None:
                   f"Random weights (the embedded tiny CLIP's architecture TCM-RN-tiny, and RN50), the papers' neck "
                   f"and decoder widths (256), forward pass only, CPU, {a.threads} torch thread(s), each "
                   "configuration in its own process (peak MB = its resident-memory growth), 3 warm-up passes; "
-                  "`x dbnet` against dbnet of the same architecture, size and batch.", "", _markdown(tables["inference"], 2), ""]
+                  "`x dbnet` against dbnet of the same architecture, size and batch.", "",
+                  _markdown(tables["inference"], 2), ""]
     if "train" in tables:
         lines += ["## Training throughput (benchmarks.train_speed)", "",
                   f"The cpu profile's training step (its batch, crop, augmentations and losses; AdamW) on batches "

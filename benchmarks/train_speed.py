@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from benchmarks import each_in_own_process
 
 DEFAULT_DETECTORS = ("dbnet", "tcm-dbnet", "pan", "tcm-pan", "fcenet", "tcm-fcenet")
 
@@ -59,20 +59,9 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
 def run(detectors=DEFAULT_DETECTORS, profile: str = "cpu", arch: str | None = None, steps: int = 10,
         threads: int = 1, device: str = "cpu") -> list[dict]:
     """One row per detector (each in its own process), with `x_dbnet`: step time over the first detector's."""
-    rows = []
-    for det in detectors:
-        cmd = [sys.executable, "-m", "benchmarks.train_speed", "--one", det, "--profile", profile,
-               "--steps", str(steps), "--threads", str(threads), "--device", device]
-        if arch:
-            cmd += ["--arch", arch]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"benchmarks.train_speed {det} failed:\n{out.stderr[-2000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]["median_step_ms"]
-    for r in rows:
-        r["x_dbnet"] = r["median_step_ms"] / base
-    return rows
+    args = ["--profile", profile, "--steps", str(steps), "--threads", str(threads), "--device", device]
+    return each_in_own_process("benchmarks.train_speed", detectors, args + (["--arch", arch] if arch else []),
+                               "median_step_ms")
 
 
 def main(argv=None) -> None:
