@@ -96,7 +96,9 @@ class PromptLearner(nn.Module):
         return torch.cat([prefix, mid], dim=2)  # (B',K,L,D)
 
     def forward(self, clip: nn.Module, cue: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.token_embeddings(clip, cue)  # (B',K,L,D)
+        # The text encoder is causal: the EOT token's output depends only on the tokens up to it, so the padding
+        # after the last EOT is cut off (same result; the embedded CLIP runs 7 of 32 tokens, RN50 7 of 77).
+        x = self.token_embeddings(clip, cue)[:, :, :int(self.eot_idx.max()) + 1]  # (B',K,L',D)
         Bp, K, L, D = x.shape
         eot = self.eot_idx[None].expand(Bp, K).reshape(-1)  # (B'K,)
         t = encode_text_from_embeddings(clip, x.reshape(Bp * K, L, D), eot)  # (B'K,C)

@@ -52,6 +52,18 @@ def test_learnable_prompt_layout_and_shapes(clip):
     assert pl(clip, cue).shape == (3, 1, C)
 
 
+def test_prompt_cut_after_eot_equals_full_context(clip):
+    # the forward runs only the tokens up to the last EOT; the causal text encoder gives the same embedding
+    pl = PromptLearner(clip, ["Text", "a photo of text"], n_ctx=4)
+    cue = torch.randn(2, D)
+    with torch.no_grad():
+        x = pl.token_embeddings(clip, cue)  # (2,K,L,D), the whole context
+        full = prompts_mod.encode_text_from_embeddings(clip, x.reshape(4, L, D), pl.eot_idx.repeat(2))
+        ours = pl(clip, cue)  # (2,K,C)
+    assert int(pl.eot_idx.max()) + 1 < L
+    torch.testing.assert_close(ours.reshape(4, C), full, rtol=1e-5, atol=1e-5)
+
+
 def test_several_prompts_and_bad_prompts(clip):
     pl = PromptLearner(clip, ["Text", "a photo of text"], n_ctx=2)
     assert pl(clip).shape == (1, 2, C) and pl.eot_idx.tolist() == [4, 7]
