@@ -78,6 +78,9 @@ class TrainConfig:
     # (MMOCR 0.x DBLoss's default). Measured (dbnet, synth-ic15, cpu profile, 400 steps, seed 0, 200 test
     # images): bce hmean 0.078, dice 0.251 -- on 2 cores the dice loss learns the map in far fewer steps
     db_prob_loss: str = "bce"
+    # FCENet's classification losses (text region and centre region): "ce" (cross entropy, OHEM on the region;
+    # the FCENet paper and MMOCR) or "balanced" (class-balanced cross entropy; see tcm_kit.heads.fce.FCELoss)
+    fce_cls_loss: str = "ce"
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     poly_power: float = 0.9
@@ -187,12 +190,15 @@ def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
     from .clip import load_clip
     from .detector import build_detector, head_family
     from .heads.db import DBLoss
+    from .heads.fce import FCELoss
 
     if clip is None:
         clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
     options = None
     if head_family(cfg.detector)[0] == "dbnet":
         options = {"loss": DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.db_prob_loss)}
+    elif head_family(cfg.detector)[0] == "fcenet":
+        options = {"loss": FCELoss(ohem_ratio=cfg.ohem_ratio, cls_loss=cfg.fce_cls_loss)}
     return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
                           head_options=options, **cfg.tcm_flags())
 

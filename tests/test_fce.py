@@ -182,6 +182,38 @@ def test_loss_parts_weights_and_perfect_regression():
         head.loss(out, dict(b, tr_8=b["tr_8"][:, :-1]))
 
 
+def test_balanced_classification_option_and_train_config():
+    from tcm_kit.losses import balanced_bce_ohem
+    from tcm_kit.train import TrainConfig, build_model
+    torch.manual_seed(0)
+    b = _batch()
+    feats = [torch.randn(2, c, 128 // s, 128 // s) for c, s in zip((8, 16, 32, 65), (4, 8, 16, 32))]
+    head = FCENet([8, 16, 32, 65], width=16, num_convs=0, loss=FCELoss(cls_loss="balanced")).train()
+    out = head(feats)
+    parts = head.loss(out, b)
+
+    def diff(s, name):  # 2-way softmax == sigmoid of the logit difference
+        return out[f"{name}_logits_{s}"][:, 1] - out[f"{name}_logits_{s}"][:, 0]
+
+    # TR: mean over text + mean over background in the mask; TCL: the same split of the TR pixels
+    want_tr = sum(balanced_bce_ohem(diff(s, "tr"), b[f"tr_{s}"], b[f"mask_{s}"], neg_ratio=None) for s in STRIDES)
+    in_tr = {s: (b[f"tr_{s}"] * b[f"mask_{s}"] > 0.5).float() for s in STRIDES}
+    want_tcl = sum(balanced_bce_ohem(diff(s, "tcl"), b[f"tcl_{s}"], in_tr[s], neg_ratio=None)
+                   for s in STRIDES if in_tr[s].any())
+    torch.testing.assert_close(parts["loss_tr"], want_tr)
+    torch.testing.assert_close(parts["loss_tcl"], want_tcl)
+    ce = FCELoss()(out, b)
+    assert not torch.allclose(ce["loss_tr"], want_tr) and not torch.allclose(ce["loss_tcl"], want_tcl)
+    torch.testing.assert_close(ce["loss_reg"], parts["loss_reg"])  # regression does not depend on the option
+    with pytest.raises(DetectorError, match="cls_loss"):
+        FCELoss(cls_loss="dice")
+    for det in ("fcenet", "tcm-fcenet"):
+        for choice in ("ce", "balanced"):
+            cfg = TrainConfig.for_profile("smoke", detector=det, fce_cls_loss=choice)
+            assert build_model(cfg, progress=False).head.criterion.cls_loss == choice
+    assert TrainConfig.for_profile("full").fce_cls_loss == "ce"  # the FCENet paper's setting
+
+
 def test_fcenet_loss_falls_on_a_tiny_batch():
     b = _batch()
     g = torch.Generator().manual_seed(0)
