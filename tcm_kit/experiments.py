@@ -92,20 +92,20 @@ class Plan:
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
-        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 40 min on 2 cores; full: the paper's
+        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 35 min on 2 cores; full: the paper's
         setting on real data (give data_roots)."""
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 20 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each, the rest of the
-            # budget as TrainConfig's cpu profile; the grids are cut to what 2 cores train in about 40 min: shots
-            # 0.1 and 1.0, transfer and the main table on two domains, no extra ablation rows. Batch 4 for 400
+            # 40 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each (about 1.5 min a
+            # run, two side by side), the rest of the budget as TrainConfig's cpu profile: the six shots with
+            # 3 seeds up to 0.1, transfer across the four synthetic domains, the main table on synth-total (the
+            # curved domain, where FCENet's polygons meet DBNet's quads), no extra ablation rows. Batch 4 for 400
             # steps learns about as much as batch 8 (dbnet, synth-ic15: hmean 0.23 vs 0.25) at half the time
             "cpu": dict(steps=400, batch_size=4, num_workers=0, threads=1, workers=2, taus=(0.07, 0.2),
-                        aux_weights=(1.0,), shots=(0.1, 1.0), small_shot_max=0.1, ablation_extras=False,
-                        domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS,
-                        main_domains=("synth-total",)),
+                        aux_weights=(1.0,), small_shot_max=0.1, ablation_extras=False,
+                        main_detectors=ALL_DETECTORS, main_domains=("synth-total",)),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
                          main_detectors=ALL_DETECTORS),
         }

@@ -93,6 +93,7 @@ def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
     assert (smoke.drop("total")["distinct"] <= 14).all()
     assert ex.Plan.for_profile("full").shots == (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
     cpu = ex.Plan.for_profile("cpu")
+    assert cpu.shots == ex.Plan.for_profile("full").shots and set(cpu.domains) == set(ex.SYNTH_DOMAINS)  # issue 6
     runs = ex.few_shot_configs(cpu)
     small = [s for s in cpu.shots if s <= cpu.small_shot_max]
     assert small and all(len({c.seed for c in runs if c.shot == s and c.detector == "dbnet"}) >= 3 for s in small)

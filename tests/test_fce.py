@@ -211,7 +211,11 @@ def test_balanced_classification_option_and_train_config():
         for choice in ("ce", "balanced"):
             cfg = TrainConfig.for_profile("smoke", detector=det, fce_cls_loss=choice)
             assert build_model(cfg, progress=False).head.criterion.cls_loss == choice
-    assert TrainConfig.for_profile("full").fce_cls_loss == "ce"  # the FCENet paper's setting
+    cfg = TrainConfig.for_profile("smoke", detector="fcenet", fce_tr_reg_weight=0.25)
+    assert build_model(cfg, progress=False).head.criterion.tr_reg_weight == 0.25
+    full, cpu = TrainConfig.for_profile("full"), TrainConfig.for_profile("cpu")
+    assert (full.fce_cls_loss, full.fce_tr_reg_weight) == ("ce", 0.0)  # the FCENet paper's setting
+    assert (cpu.fce_cls_loss, cpu.fce_tr_reg_weight) == ("balanced", 0.5)
 
 
 def test_fcenet_loss_falls_on_a_tiny_batch():
