@@ -505,4 +505,12 @@ if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m tcm_kit.train --de
 
     from .cli import main
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+    rc = main(["train", *sys.argv[1:]])
+    if dist.is_available() and dist.is_initialized():
+        # under torchrun (gloo), interpreter teardown can abort at random in gloo's threads ("terminate called
+        # without an active exception", SIGABRT: 1 run in 7 here) after the work is done: leave without it
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc or 0)
+    sys.exit(rc)

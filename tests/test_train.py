@@ -110,7 +110,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 
 
 DDP_SCRIPT = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
+    import os, sys, torch, torch.distributed as dist
     from tcm_kit.train import TrainConfig, fit
     cfg = TrainConfig.for_profile("smoke", steps=2, batch_size=2)
     model, _ = fit(cfg, sys.argv[1], progress=False)
@@ -121,6 +121,8 @@ DDP_SCRIPT = textwrap.dedent("""
         same = all(torch.equal(everyone[0], x) for x in everyone[1:])
         print("RANKS_IDENTICAL" if same else "RANKS_DIFFER")
     dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: gloo's threads can abort it at random ("terminate called ...")
 """)
 
 
