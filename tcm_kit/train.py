@@ -500,17 +500,23 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
         txt.write_text("".join(",".join(str(int(round(v))) for v in poly.reshape(-1)) + "\n" for poly, _ in dets))
         yield png, txt
 
-if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m tcm_kit.train --detector ... --out DIR`
+def exit_process(rc: int | None = 0) -> None:
+    """End the process with exit code rc. Under torchrun: destroy the process group, then leave without the
+    interpreter's teardown, which gloo's threads can abort at random after the work is done ("terminate called
+    without an active exception", SIGABRT: 1 run in 7 here)."""
     import sys
 
-    from .cli import main
-
-    rc = main(["train", *sys.argv[1:]])
     if dist.is_available() and dist.is_initialized():
-        # under torchrun (gloo), interpreter teardown can abort at random in gloo's threads ("terminate called
-        # without an active exception", SIGABRT: 1 run in 7 here) after the work is done: leave without it
         dist.destroy_process_group()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc or 0)
     sys.exit(rc)
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m tcm_kit.train --detector ... --out DIR`
+    import sys
+
+    from .cli import main
+
+    exit_process(main(["train", *sys.argv[1:]]))

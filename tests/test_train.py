@@ -110,8 +110,8 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 
 
 DDP_SCRIPT = textwrap.dedent("""
-    import os, sys, torch, torch.distributed as dist
-    from tcm_kit.train import TrainConfig, fit
+    import sys, torch, torch.distributed as dist
+    from tcm_kit.train import TrainConfig, exit_process, fit
     cfg = TrainConfig.for_profile("smoke", steps=2, batch_size=2)
     model, _ = fit(cfg, sys.argv[1], progress=False)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -120,9 +120,7 @@ DDP_SCRIPT = textwrap.dedent("""
     if dist.get_rank() == 0:
         same = all(torch.equal(everyone[0], x) for x in everyone[1:])
         print("RANKS_IDENTICAL" if same else "RANKS_DIFFER")
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown: gloo's threads can abort it at random ("terminate called ...")
+    exit_process(0)  # destroys the process group, skips the teardown gloo can abort
 """)
 
 
