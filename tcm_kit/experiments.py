@@ -92,13 +92,13 @@ class Plan:
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
-        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 35 min on 2 cores; full: the paper's
+        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 38 min on 2 cores; full: the paper's
         setting on real data (give data_roots)."""
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 40 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each (about 1.5 min a
+            # 40 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each (1.5-2 min a
             # run, two side by side), the rest of the budget as TrainConfig's cpu profile: the six shots with
             # 3 seeds up to 0.1, transfer across the four synthetic domains, the main table on synth-total (the
             # curved domain, where FCENet's polygons meet DBNet's quads), no extra ablation rows. Batch 4 for 400
