@@ -3,7 +3,8 @@
     python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
 
 Runs, in this order and one at a time: inference latency (benchmarks.inference: every detector at 640 px, dbnet
-vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), training
+vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), TCM's time
+split into its parts (benchmarks.tcm_parts, tiny CLIP and RN50 at 640 px), training
 throughput of every detector at the cpu profile's settings (benchmarks.train_speed), post-processing per image
 (benchmarks.postprocess),
 metric time per 500 images (benchmarks.metric_speed), the synthetic generator's speed (benchmarks.synth_speed,
@@ -15,6 +16,7 @@ model, threads, torch version, load) and the commit head the report.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +80,22 @@ def metric_table(images: int, repeats: int) -> pd.DataFrame:
          "s per 500 images": r["sweep_s"] * per500, "images/s": images / r["sweep_s"]}])
 
 
+def tcm_parts_table(runs: int, threads: int) -> pd.DataFrame:
+    """Where TCM's time goes (benchmarks.tcm_parts): tcm-dbnet's parts at 640 px, batch 1, tiny CLIP and RN50,
+    each architecture in its own process."""
+    rows = []
+    for arch, n in (("TCM-RN-tiny", runs), ("RN50", max(3, runs // 2))):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.tcm_parts", "--arch", arch, "--size", "640",
+                              "--runs", str(n), "--threads", str(threads), "--json"],
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.tcm_parts {arch} failed:\n{out.stderr[-2000:]}")
+        for r in json.loads(out.stdout.strip().splitlines()[-1]):
+            rows.append({"arch": r["arch"], "part": r["part"], "runs": n, "median ms": r["ms"],
+                         "x dbnet forward": r["x_dbnet"], "share of TCM overhead": r["overhead_share"]})
+    return pd.DataFrame(rows)
+
+
 def synth_speed_text(n: int) -> str:
     out = subprocess.run([sys.executable, "-m", "benchmarks.synth_speed", "--n", str(n), "--caption-n",
                           str(5 * n)], capture_output=True, text=True, check=True)
@@ -120,7 +138,7 @@ def main(argv=None) -> None:
     ap.add_argument("--metric-repeats", type=int, default=2)
     ap.add_argument("--synth-n", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the inference benchmark")
-    ap.add_argument("--skip", default="", help="comma-separated: inference,train,postprocess,metric,synth,peers")
+    ap.add_argument("--skip", default="", help="comma-separated: inference,tcm_parts,train,postprocess,metric,synth,peers")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
     import torch
@@ -155,6 +173,7 @@ def main(argv=None) -> None:
                           f"[benchmarks_peers.md](benchmarks_peers.md) for the weights of each row.")
 
     for name, make, into in (("inference", lambda: inference_table(a.inference_runs, a.threads), tables),
+                             ("tcm_parts", lambda: tcm_parts_table(a.inference_runs, a.threads), tables),
                              ("train", lambda: train_table(a.train_steps, a.threads), tables),
                              ("postprocess", lambda: postprocess_table(a.postprocess_images), tables),
                              ("metric", lambda: metric_table(a.metric_images, a.metric_repeats), tables),
@@ -185,6 +204,15 @@ def main(argv=None) -> None:
                   "configuration in its own process (peak MB = its resident-memory growth), 3 warm-up passes; "
                   "`x dbnet` against dbnet of the same architecture, size and batch.", "",
                   _markdown(tables["inference"], 2), ""]
+    if "tcm_parts" in tables:
+        lines += ["## Where TCM's time goes (benchmarks.tcm_parts)", "",
+                  "tcm-dbnet's forward split into its parts, each timed on its own on inputs computed beforehand "
+                  f"(random weights, 640x640, batch 1, {a.threads} torch thread(s), 3 warm-ups), beside dbnet's "
+                  "forward measured in the same process. `share of TCM overhead` = the part over (tcm-dbnet "
+                  "forward - dbnet forward); for the head, its extra time from the K score-map channels. The "
+                  "image encoder is shared with dbnet. The text side runs per image because the language prompt "
+                  "generator makes the prompt depend on the image.", "",
+                  _markdown(tables["tcm_parts"], 2), ""]
     if "train" in tables:
         lines += ["## Training throughput (benchmarks.train_speed)", "",
                   f"The cpu profile's training step (its batch, crop, augmentations and losses; AdamW) on batches "

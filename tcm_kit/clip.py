@@ -371,22 +371,29 @@ def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor) -> tuple[torch.Tensor
     """x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
 
     global_feat is AttentionPool2d.forward's output (the mean token, plus the positional embedding interpolated
-    to (h, w), attends to all tokens); every spatial token also goes through v_proj then c_proj. Only the mean
-    token's query is computed (the other queries' outputs are not used), and the values serve both outputs:
-    2 token projections instead of 4, no (1+hw)^2 attention.
+    to (h, w), attends to all tokens); every spatial token also goes through v_proj then c_proj.
+    Same values, fewer operations: only the mean token's query is used, and it is folded into the key projection
+    (per head, q_h·(W_k,h x + b_k,h) = (W_k,hᵀ q_h)·x + q_h·b_k,h), so no key is projected; the pooled value is
+    W_v,h (Σ_j a_hj x_j) + b_v,h (the attention weights sum to 1), so only the spatial tokens go through v_proj.
+    Token projections: 1 (h·w tokens) instead of AttentionPool2d's 3 (1 + h·w tokens), no (1+hw)^2 attention.
     """
     B, C, h, w = x.shape
     heads = pool.num_heads
+    dh = C // heads
     x = x.reshape(B, C, h * w).transpose(1, 2)  # (B, hw, C)
     x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1+hw, C)
     x = x + interpolate_pos_embed(pool.positional_embedding, h, w).to(x.dtype)  # (B, 1+hw, C)
-    q = pool.q_proj(x[:, :1])  # (B, 1, C)
-    k = pool.k_proj(x)  # (B, 1+hw, C)
-    v = pool.v_proj(x)  # (B, 1+hw, C)
-    split = lambda t: t.reshape(B, t.shape[1], heads, C // heads).transpose(1, 2)  # (B, heads, n, C/heads)
-    pooled = F.scaled_dot_product_attention(split(q), split(k), split(v))  # (B, heads, 1, C/heads)
-    glob = pool.c_proj(pooled.transpose(1, 2).reshape(B, C))  # (B, D)
-    dense = pool.c_proj(v[:, 1:])  # (B, hw, D)
+    q = pool.q_proj(x[:, 0]).reshape(B, heads, dh) * dh ** -0.5  # (B, heads, dh), scaled as in attention
+    wk = pool.k_proj.weight.reshape(heads, dh, C).to(q.dtype)
+    u = torch.einsum("bhd,hdc->bhc", q, wk)  # (B, heads, C): the query folded into the key projection
+    # q·b_k is the same for every token (no effect on the softmax); kept so b_k stays in the graph (DDP)
+    qb = (q * pool.k_proj.bias.reshape(heads, dh).to(q.dtype)).sum(-1, keepdim=True)  # (B, heads, 1)
+    attn = torch.softmax(torch.einsum("bnc,bhc->bhn", x, u.to(x.dtype)).float() + qb.float(), dim=-1)  # (B,heads,1+hw)
+    xbar = torch.einsum("bhn,bnc->bhc", attn.to(x.dtype), x)  # (B, heads, C): attention-weighted tokens
+    wv = pool.v_proj.weight.reshape(heads, dh, C).to(xbar.dtype)
+    pooled = torch.einsum("bhc,hdc->bhd", xbar, wv) + pool.v_proj.bias.reshape(heads, dh).to(xbar.dtype)
+    glob = pool.c_proj(pooled.reshape(B, C))  # (B, D)
+    dense = pool.c_proj(pool.v_proj(x[:, 1:]))  # (B, hw, D)
     dense = dense.transpose(1, 2).reshape(B, -1, h, w)  # (B, D, h, w)
     return dense, glob
 

@@ -12,3 +12,17 @@ def test_train_speed_measures_real_steps(detector):
     assert r["batch"] == 2 and r["crop"] == 128  # the smoke profile's batch and crop
     assert 0 < r["data_ms"] < r["median_step_ms"]
     assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_step_ms"] / 1000))
+
+
+def test_tcm_parts_times_every_part_against_dbnet():
+    bench = importlib.import_module("benchmarks.tcm_parts")
+    rows = bench.measure("TCM-RN-tiny", size=64, batch=2, runs=1, threads=1)
+    by = {r["part"]: r for r in rows}
+    assert set(by) == {"image encoder", "attention pool", "text side", "visual prompt", "matching",
+                       "head (tcm-dbnet)", "head (dbnet)", "forward tcm-dbnet", "forward dbnet"}
+    assert all(r["ms"] > 0 for r in rows)
+    assert by["forward dbnet"]["x_dbnet"] == pytest.approx(1.0)
+    # only the TCM parts (and the head's extra input channel) are shares of TCM's overhead
+    assert by["image encoder"]["overhead_share"] is None and by["forward tcm-dbnet"]["overhead_share"] is None
+    if by["forward tcm-dbnet"]["ms"] > by["forward dbnet"]["ms"]:
+        assert by["visual prompt"]["overhead_share"] > 0
