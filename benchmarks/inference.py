@@ -1,6 +1,7 @@
 """Inference latency and peak memory of DBNet vs TCM-DBNet on CPU (and GPU when present).
 
-python -m benchmarks.inference [--size 640] [--arch TCM-RN-tiny|RN50] [--batch 1] [--runs 20]
+python -m benchmarks.inference [--size 640] [--arch TCM-RN-tiny|RN50] [--batch 1] [--runs 20] [--device cuda]
+                               [--amp fp32|bf16|fp16]
 
 Random weights (speed does not depend on them). Each configuration runs in its own process so that the
 peak resident memory it reports is its own. Prints a table with the ratio to `dbnet` measured in the same run.
@@ -17,7 +18,14 @@ import numpy as np
 from benchmarks import each_in_own_process
 
 
-def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int) -> dict:
+AMP_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int,
+            amp: str = "fp32") -> dict:
+    """amp: "fp32" (no autocast), or autocast to "bf16" / "fp16" (GPU; bf16 also runs on CPU)."""
+    import contextlib
+
     import torch
 
     from tcm_kit.clip import create_clip
@@ -28,28 +36,33 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     model = build_detector(detector, create_clip(arch, seed=0)).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")
+    cast = contextlib.nullcontext() if amp == "fp32" else torch.autocast(
+        device.split(":")[0], dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), cast:
         for i in range(runs + 3):  # 3 warm-up runs
             t0 = time.perf_counter()
             model(x)
-            if device == "cuda":
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= 3:
                 times.append(time.perf_counter() - t0)
-    return {"detector": detector, "arch": arch, "size": size, "batch": batch, "device": device,
-            "median_ms": 1000 * float(np.median(times)), "p90_ms": 1000 * float(np.percentile(times, 90)),
+    med = float(np.median(times))
+    return {"detector": detector, "arch": arch, "size": size, "batch": batch, "device": device, "amp": amp,
+            "median_ms": 1000 * med, "fps": batch / med, "p90_ms": 1000 * float(np.percentile(times, 90)),
             "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
 def run(detectors=("dbnet", "tcm-dbnet"), arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1,
-        runs: int = 20, threads: int = 2, device: str = "cpu") -> list[dict]:
+        runs: int = 20, threads: int = 2, device: str = "cpu", amp: str = "fp32") -> list[dict]:
     """One row per detector (`measure` in its own process, so the peak memory is its own), with `x dbnet`: the
     median over the median of the first detector measured (dbnet by default)."""
     return each_in_own_process("benchmarks.inference", detectors,
                                ["--arch", arch, "--size", str(size), "--batch", str(batch), "--runs", str(runs),
-                                "--threads", str(threads), "--device", device], "median_ms")
+                                "--threads", str(threads), "--device", device, "--amp", amp], "median_ms")
 
 
 def main(argv=None) -> None:
@@ -60,13 +73,14 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default="fp32", choices=AMP_DTYPES, help="autocast dtype (fp32: none)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.one:  # child process: one configuration, JSON on stdout
-        print(json.dumps(measure(a.one, a.arch, a.size, a.batch, a.runs, a.device, a.threads)))
+        print(json.dumps(measure(a.one, a.arch, a.size, a.batch, a.runs, a.device, a.threads, a.amp)))
         return
-    rows = run(("dbnet", "tcm-dbnet"), a.arch, a.size, a.batch, a.runs, a.threads, a.device)
+    rows = run(("dbnet", "tcm-dbnet"), a.arch, a.size, a.batch, a.runs, a.threads, a.device, a.amp)
     if a.json:
         print(json.dumps(rows))
         return

@@ -26,3 +26,24 @@ def test_tcm_parts_times_every_part_against_dbnet():
     assert by["image encoder"]["overhead_share"] is None and by["forward tcm-dbnet"]["overhead_share"] is None
     if by["forward tcm-dbnet"]["ms"] > by["forward dbnet"]["ms"]:
         assert by["visual prompt"]["overhead_share"] > 0
+
+
+def test_gpu_benchmark_script_runs_and_reports_the_device(tmp_path, monkeypatch):
+    """The GPU benchmark's code path, tried on the CPU (the script's --device option): a report naming the device,
+    one row per detector, batch and autocast dtype, FPS = batch / median time."""
+    import torch
+
+    gpu = importlib.import_module("benchmarks.gpu")
+    monkeypatch.setenv("TCM_KIT_REPORTS", str(tmp_path))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            gpu.main([])
+    gpu.main(["--device", "cpu", "--runs", "1", "--size", "64", "--batches", "2", "--amps", "fp32,bf16",
+              "--skip-train"])
+    text = (tmp_path / "benchmarks_gpu.md").read_text()
+    assert "Device: " in text and "(cpu)" in text
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "benchmarks_gpu_inference.csv")
+    assert len(df) == 2 * 2 and set(df["amp"]) == {"fp32", "bf16"} and set(df["batch"]) == {2}
+    assert (df["FPS"] - df["batch"] / (df["median ms"] / 1000)).abs().max() < 1e-6 * df["FPS"].max()
