@@ -87,6 +87,8 @@ class TrainConfig:
     # words have a centre region of a pixel or two at their level, too few samples to learn the contour from.
     # Measured (fcenet, synth-total, cpu plan, cls "balanced", seed 0): 0: hmean 0.077, 0.5: 0.159, 1.0: 0.121
     fce_tr_reg_weight: float = 0.0
+    # GroupNorm in FCENet's head branches (not in the paper; see tcm_kit.heads.fce.FCEHead): keeps their ReLUs alive
+    fce_head_norm: bool = False
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     poly_power: float = 0.9
@@ -108,7 +110,7 @@ class TrainConfig:
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss
-    code_version: int = 5
+    code_version: int = 6
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
@@ -121,7 +123,8 @@ class TrainConfig:
             # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px)
             "cpu": dict(num_train=200, num_val=50, num_test=200, image_size=320, train_size=160, test_size=320,
                         scale_range=(1.6, 2.4), min_text_px=16.0, steps=1000, lr=2e-3, warmup_steps=50,
-                        db_prob_loss="dice", fce_cls_loss="balanced", fce_tr_reg_weight=0.5, neck_width=64,
+                        db_prob_loss="dice", fce_cls_loss="balanced", fce_tr_reg_weight=0.5, fce_head_norm=True,
+                        neck_width=64,
                         decoder_width=64,
                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
             # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
@@ -206,7 +209,7 @@ def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
         options = {"loss": DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.db_prob_loss)}
     elif head_family(cfg.detector)[0] == "fcenet":
         options = {"loss": FCELoss(ohem_ratio=cfg.ohem_ratio, cls_loss=cfg.fce_cls_loss,
-                                   tr_reg_weight=cfg.fce_tr_reg_weight)}
+                                   tr_reg_weight=cfg.fce_tr_reg_weight), "norm": cfg.fce_head_norm}
     return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
                           head_options=options, **cfg.tcm_flags())
 

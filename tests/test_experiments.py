@@ -3,6 +3,7 @@
 `tcm_kit.train.train` (and the model loading of cross-evaluation) is replaced by fakes returning fixed numbers:
 the tables' plumbing is the point here, real training is covered by test_train.py and the notebooks under nbval.
 """
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_run_many_runs_a_repeated_config_once(fake_train):
 
 def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
     plan = ex.Plan.for_profile("cpu", steps=37, image_size=256, train_size=128, scale_range=(1.0, 1.5),
-                               min_text_px=12.0)
+                               min_text_px=12.0, main_whole_images=False)  # whole images: see the next tests
     cfgs = [c for cs in ex.notebook_configs(plan).values() for c in cs]
     assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.train_size}
     assert {c.image_size for c in cfgs} == {c.test_size for c in cfgs} == {plan.image_size}
@@ -105,11 +106,31 @@ def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
                                                     for c in cs})
     n = len(cpu.domains)
     assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * n * (n - 1)
-    # the all-data TCM run on synth-ic15 is shared by 02, 03 and 04; its synth-total twin by 04 and 05
+    # the all-data TCM run on synth-ic15 is shared by 02, 03 and 04; 05 trains on whole images, its own runs
     nb = {k: {config_hash(c) for c in cs} for k, cs in ex.notebook_configs(cpu).items()}
     shared = config_hash(cpu.config("tcm-dbnet", "synth-ic15"))
     assert all(shared in nb[k] for k in nb if not k.startswith("05"))
-    assert config_hash(cpu.config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
+    assert config_hash(cpu.main_config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
+    assert config_hash(cpu.config("tcm-dbnet", "synth-total")) not in nb["05_plugged_detectors"]
+
+
+def test_main_table_on_whole_images_keeps_pixels_per_step_and_text_scale():
+    cpu = ex.Plan.for_profile("cpu")
+    assert cpu.main_whole_images
+    crop, whole = cpu.config("fcenet", "synth-total", 1), cpu.main_config("fcenet", "synth-total", 1)
+    assert (crop.train_size, crop.batch_size) == (160, 4) and (whole.train_size, whole.batch_size) == (320, 1)
+    assert whole.train_size ** 2 * whole.batch_size == crop.train_size ** 2 * crop.batch_size
+    # RandomScale is relative to the crop side: the text is drawn at the same size relative to the test image
+    assert [s * whole.train_size for s in whole.scale_range] == pytest.approx(
+        [s * crop.train_size for s in crop.scale_range])
+    assert dataclasses.replace(whole, train_size=crop.train_size, batch_size=crop.batch_size,
+                               scale_range=crop.scale_range) == crop  # nothing else differs
+    assert {c.train_size for c in ex.detector_configs(cpu)} == {320}
+    off = ex.Plan.for_profile("cpu", main_whole_images=False)
+    assert off.main_config("dbnet", "synth-total") == off.config("dbnet", "synth-total")
+    smoke = ex.Plan.for_profile("smoke", main_whole_images=True)  # crops already whole: unchanged
+    assert smoke.main_config("dbnet", "synth-ic15") == smoke.config("dbnet", "synth-ic15")
+    assert "main table (05) on whole 320 px images, batch 1" in cpu.describe()
 
 
 def test_ablation_table_has_the_ladder_and_extra_rows(fake_train):

@@ -218,6 +218,26 @@ def test_balanced_classification_option_and_train_config():
     assert (cpu.fce_cls_loss, cpu.fce_tr_reg_weight) == ("balanced", 0.5)
 
 
+def test_head_groupnorm_option_and_train_config():
+    from tcm_kit.train import TrainConfig, build_model
+    head = FCEHead(width=16, fourier_degree=5, num_convs=2, norm=True)
+    for branch in (head.cls, head.reg):
+        kinds = [type(m).__name__ for m in branch]
+        assert kinds == ["Conv2d", "GroupNorm", "ReLU", "Conv2d", "GroupNorm", "ReLU", "Conv2d"], kinds
+        assert branch[0].bias is None and branch[1].num_groups == 16  # gcd(32, width)
+    plain = FCEHead(width=16, num_convs=2)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in plain.modules())
+    x = torch.randn(2, 16, 8, 8) * 8.0  # a large-scale neck output: normalised hidden layers stay alive
+    with torch.no_grad():
+        hidden = head.cls[:3](x)
+    assert 0.2 < (hidden > 0).float().mean() < 0.8
+    for norm in (False, True):
+        cfg = TrainConfig.for_profile("smoke", detector="tcm-fcenet", fce_head_norm=norm)
+        model = build_model(cfg, progress=False)
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in model.head.maps.modules()) == norm
+    assert TrainConfig.for_profile("full").fce_head_norm is False  # the FCENet paper's head
+
+
 def test_fcenet_loss_falls_on_a_tiny_batch():
     b = _batch()
     g = torch.Generator().manual_seed(0)

@@ -34,6 +34,7 @@ MMOCR); every TR pixel gets a regression target, and the loss uses those of the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -249,11 +250,14 @@ class FCENeck(nn.Module):
         return [conv(x) for conv, x in zip(self.smooth, lat)]
 
 
-def _branch(width: int, num_convs: int, out: int) -> nn.Sequential:
-    """num_convs x (conv3x3-ReLU) then conv3x3 -> out channels (output conv init N(0, 0.01), bias 0)."""
+def _branch(width: int, num_convs: int, out: int, norm: bool = False) -> nn.Sequential:
+    """num_convs x (conv3x3[-GroupNorm]-ReLU) then conv3x3 -> out channels (output conv init N(0, 0.01), bias 0)."""
     layers = []
     for _ in range(num_convs):
-        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not norm))
+        if norm:
+            layers.append(nn.GroupNorm(math.gcd(32, width), width))
+        layers.append(nn.ReLU(inplace=True))
     last = nn.Conv2d(width, out, 3, padding=1)
     nn.init.normal_(last.weight, std=0.01)
     nn.init.zeros_(last.bias)
@@ -263,15 +267,18 @@ def _branch(width: int, num_convs: int, out: int) -> nn.Sequential:
 class FCEHead(nn.Module):
     """The prediction head shared by all levels.
 
-    forward(x (B,width,h,w)) -> (cls (B,4,h,w): TR logits (2) + TCL logits (2), reg (B,2(2k+1),h,w))."""
+    forward(x (B,width,h,w)) -> (cls (B,4,h,w): TR logits (2) + TCL logits (2), reg (B,2(2k+1),h,w)).
+    norm=True puts a GroupNorm after each hidden conv (as FCOS's head; not in the FCENet paper): without it a
+    branch's ReLUs can all die early in training (seen: fcenet, synth-total, cpu plan, seed 2, the third
+    classification layer 0 % active, TR/TCL stuck at chance, hmean 0)."""
 
-    def __init__(self, width: int = 256, fourier_degree: int = 5, num_convs: int = 4):
+    def __init__(self, width: int = 256, fourier_degree: int = 5, num_convs: int = 4, norm: bool = False):
         super().__init__()
         if fourier_degree < 1 or num_convs < 0:
             raise DetectorError(f"FCEHead needs fourier_degree >= 1 and num_convs >= 0, got {fourier_degree}, "
                                 f"{num_convs}")
-        self.cls = _branch(width, num_convs, 4)
-        self.reg = _branch(width, num_convs, 2 * (2 * fourier_degree + 1))
+        self.cls = _branch(width, num_convs, 4, norm)
+        self.reg = _branch(width, num_convs, 2 * (2 * fourier_degree + 1), norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cls(x), self.reg(x)
@@ -494,8 +501,8 @@ class FCENet(TextHead):
     loss_class = FCELoss
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, fourier_degree: int = 5,
-                 num_convs: int = 4, loss: FCELoss | None = None, postprocess: FCEPostprocess | None = None,
-                 targets: FCETargets | None = None):
+                 num_convs: int = 4, norm: bool = False, loss: FCELoss | None = None,
+                 postprocess: FCEPostprocess | None = None, targets: FCETargets | None = None):
         super().__init__()
         if targets is not None and targets.fourier_degree != fourier_degree:
             raise DetectorError(f"targets use Fourier degree {targets.fourier_degree}, the head {fourier_degree}")
@@ -503,7 +510,7 @@ class FCENet(TextHead):
             raise DetectorError(f"FCENet predicts at strides {self.strides}, targets ask for {targets.strides}")
         self.fourier_degree = fourier_degree
         self.neck = FCENeck(in_channels, width)
-        self.maps = FCEHead(width, fourier_degree, num_convs)
+        self.maps = FCEHead(width, fourier_degree, num_convs, norm)
         self.criterion = loss if loss is not None else FCELoss()
         self.postprocess = postprocess if postprocess is not None else FCEPostprocess()
         self.targets = targets if targets is not None else FCETargets(fourier_degree=fourier_degree)
