@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tcm-kit-installed
 PROFILE ?= cpu
 
-.PHONY: install test reproduce lab bench clean-venv
+.PHONY: install test reproduce lab bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ lab: install
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.report
+
+# The full-profile timing run on a GPU (RN50, 640 px, fp32 / bf16 / fp16) -> reports/benchmarks_gpu.md; needs CUDA.
+bench-gpu: install
+	$(BIN)/python -m benchmarks.gpu
 
 clean-venv:
 	rm -rf $(VENV)
