@@ -39,9 +39,9 @@ def inference_rows(device: str, runs: int, batches=(1, 16), amps=("fp32", "bf16"
     for amp in amps:
         for batch in batches:
             for r in inference.run(PAIR, "RN50", size, batch, runs, 1, device, amp):
-                rows.append({"detector": r["detector"], "size": size, "amp": amp, "batch": batch, "median ms": r["median_ms"],
-                             "p90 ms": r["p90_ms"], "FPS": r["fps"], "x dbnet": r["x_dbnet"],
-                             "peak host MB": r["peak_rss_mb"]})
+                rows.append({"detector": r["detector"], "size": size, "amp": amp, "batch": batch,
+                             "median ms": r["median_ms"], "p90 ms": r["p90_ms"], "FPS": r["fps"],
+                             "x dbnet": r["x_dbnet"], "peak host MB": r["peak_rss_mb"]})
     return pd.DataFrame(rows)
 
 
@@ -83,9 +83,9 @@ def main(argv=None) -> None:
     stamp = Stamp(profile="full (timing only)", seeds=(0,), wall_seconds=wall,
                   note=f"Device: {name} ({a.device}); torch {torch.__version__}.")
     lines = ["# GPU benchmark (full profile timings)", "", f"_Ours, from a run: {stamp.line()}._", "", stamp.note,
-             "", f"Commit `{git_commit()}`. RN50 architecture, random weights, {a.size}x{a.size} inputs; each configuration in "
-             f"its own process, 3 warm-ups then {a.runs} timed forward passes (no grad); FPS = batch / median "
-             "time; `x dbnet` against dbnet of the same batch and autocast dtype.", "",
+             "", f"Commit `{git_commit()}`. RN50 architecture, random weights, {a.size}x{a.size} inputs; each "
+             f"configuration in its own process, 3 warm-ups then {a.runs} timed forward passes (no grad); FPS = "
+             "batch / median time; `x dbnet` against dbnet of the same batch and autocast dtype.", "",
              "## Inference", "", _markdown(inf, 2), ""]
     if tr is not None:
         lines += ["## Training step (full profile: 640 crops, batch 16, AdamW, bf16 autocast on CUDA)", "",

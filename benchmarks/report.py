@@ -138,7 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--metric-repeats", type=int, default=2)
     ap.add_argument("--synth-n", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the inference benchmark")
-    ap.add_argument("--skip", default="", help="comma-separated: inference,tcm_parts,train,postprocess,metric,synth,peers")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: inference,tcm_parts,train,postprocess,metric,synth,peers")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
     import torch
