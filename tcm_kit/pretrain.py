@@ -77,7 +77,10 @@ class PretrainConfig:
         cores); full: a GPU budget."""
         base = {
             "smoke": dict(steps=80, batch_size=16, sizes=(64, 96), warmup_steps=4),
-            "cpu": dict(),
+            # generic captions on half the text scenes: the bare prompt "a photo of text" then ranks whole probe
+            # scenes better (image AUC at 256 px 0.788 -> 0.876, 192 px 0.847 -> 0.943; dense AUC 0.876 -> 0.874;
+            # one run each, 7.5 min)
+            "cpu": dict(generic_caption_p=0.5),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
                          lr=5e-4),
         }
