@@ -111,8 +111,9 @@ class TrainConfig:
     decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss
-    code_version: int = 6
+    # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss; also when
+    # the embedded CLIP's pre-training recipe changes (7: generic captions 0.3 -> 0.5), which the hash does not see
+    code_version: int = 7
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
