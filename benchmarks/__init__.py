@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 
 def each_in_own_process(module: str, detectors, args: list[str], time_key: str) -> list[dict]:
@@ -21,3 +22,22 @@ def each_in_own_process(module: str, detectors, args: list[str], time_key: str) 
     for r in rows:
         r["x_dbnet"] = r[time_key] / base
     return rows
+
+
+def repeat_timed(fn, runs: int, device: str = "cpu", warmup: int = 3) -> list[float]:
+    """Call fn() `warmup` times untimed, then `runs` times timed -> the seconds of each timed call (on CUDA each
+    call is synchronised before its clock stops)."""
+    sync = None
+    if device.startswith("cuda"):
+        import torch
+
+        sync = torch.cuda.synchronize
+    times = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import time
 
 import numpy as np
 
-from benchmarks import each_in_own_process
+from benchmarks import each_in_own_process, repeat_timed
 
 
 AMP_DTYPES = ("fp32", "bf16", "fp16")
@@ -40,15 +39,8 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
         raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")
     cast = contextlib.nullcontext() if amp == "fp32" else torch.autocast(
         device.split(":")[0], dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-    times = []
     with torch.no_grad(), cast:
-        for i in range(runs + 3):  # 3 warm-up runs
-            t0 = time.perf_counter()
-            model(x)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
+        times = repeat_timed(lambda: model(x), runs, device)  # after 3 warm-up runs
     med = float(np.median(times))
     return {"detector": detector, "arch": arch, "size": size, "batch": batch, "device": device, "amp": amp,
             "median_ms": 1000 * med, "fps": batch / med, "p90_ms": 1000 * float(np.percentile(times, 90)),

@@ -17,28 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
+from benchmarks import repeat_timed
 
-def _median_ms(fn, runs: int, sync=None) -> float:
-    times = []
-    for i in range(runs + 3):  # 3 warm-up runs
-        t0 = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+
+def _median_ms(fn, runs: int, device: str) -> float:
+    return 1000 * float(np.median(repeat_timed(fn, runs, device)))  # after 3 warm-up runs
 
 
 def measure(arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1, runs: int = 10, threads: int = 1,
             device: str = "cpu") -> list[dict]:
     """One row per part: {"part", "ms", "x_dbnet", "overhead_share"} plus the arch/size/batch/device."""
     import torch
-    import torch.nn.functional as F
 
     from tcm_kit.clip import attnpool_dense, create_clip
     from tcm_kit.detector import build_detector
@@ -51,7 +43,6 @@ def measure(arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1, runs: in
     tcm = tcm_det.backbone
     visual = tcm.clip.visual
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    sync = torch.cuda.synchronize if device == "cuda" else None
     t = {}
     with torch.no_grad():
         def stages():
@@ -69,20 +60,19 @@ def measure(arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1, runs: in
         vis = tcm.vpg(dense, text) if tcm.vpg is not None else dense
 
         def matching():
-            cos = torch.einsum("bchw,bkc->bkhw", F.normalize(vis, dim=1), F.normalize(text, dim=2))
-            return torch.cat([feats[3], cos.to(feats[3].dtype)], dim=1)
+            return torch.cat([feats[3], tcm.match(vis, text).to(feats[3].dtype)], dim=1)
 
         c5 = matching()
-        t["image encoder"] = _median_ms(stages, runs, sync)
-        t["attention pool"] = _median_ms(lambda: attnpool_dense(visual.attnpool, feats[3]), runs, sync)
-        t["text side"] = _median_ms(lambda: tcm.text_embeddings(glob), runs, sync)
+        t["image encoder"] = _median_ms(stages, runs, device)
+        t["attention pool"] = _median_ms(lambda: attnpool_dense(visual.attnpool, feats[3]), runs, device)
+        t["text side"] = _median_ms(lambda: tcm.text_embeddings(glob), runs, device)
         if tcm.vpg is not None:
-            t["visual prompt"] = _median_ms(lambda: tcm.vpg(dense, text), runs, sync)
-        t["matching"] = _median_ms(matching, runs, sync)
-        t["head (tcm-dbnet)"] = _median_ms(lambda: tcm_det.head([*feats[:3], c5]), runs, sync)
-        t["head (dbnet)"] = _median_ms(lambda: db_det.head(feats), runs, sync)
-        t["forward tcm-dbnet"] = _median_ms(lambda: tcm_det(x), runs, sync)
-        t["forward dbnet"] = _median_ms(lambda: db_det(x), runs, sync)
+            t["visual prompt"] = _median_ms(lambda: tcm.vpg(dense, text), runs, device)
+        t["matching"] = _median_ms(matching, runs, device)
+        t["head (tcm-dbnet)"] = _median_ms(lambda: tcm_det.head([*feats[:3], c5]), runs, device)
+        t["head (dbnet)"] = _median_ms(lambda: db_det.head(feats), runs, device)
+        t["forward tcm-dbnet"] = _median_ms(lambda: tcm_det(x), runs, device)
+        t["forward dbnet"] = _median_ms(lambda: db_det(x), runs, device)
     base, over = t["forward dbnet"], t["forward tcm-dbnet"] - t["forward dbnet"]
     tcm_only = {"attention pool", "text side", "visual prompt", "matching"}
     rows = []

@@ -226,12 +226,17 @@ class TCM(nn.Module):
             text = self.context_decoder(text, global_feat, visual)
         if self.vpg is not None:
             visual = self.vpg(visual, text)  # Î
-        cos = torch.einsum("bchw,bkc->bkhw", F.normalize(visual, dim=1), F.normalize(text, dim=2))  # (B,K,h,w)
+        cos = self.match(visual, text)  # (B,K,h,w)
         feats = list(dense.stages)
         if self.use_score_map:
             feats[3] = torch.cat([feats[3], cos.to(feats[3].dtype)], dim=1)  # C5 + K channels
         logits = cos / self.tau
         return TCMOutput(features=feats, score_logits=logits, score_map=torch.sigmoid(logits))
+
+    @staticmethod
+    def match(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Instance-language matching: visual (B,C,h,w), text (B,K,C) -> cosine map (B,K,h,w)."""
+        return torch.einsum("bchw,bkc->bkhw", F.normalize(visual, dim=1), F.normalize(text, dim=2))
 
     def aux_loss(self, out: TCMOutput | dict, prob: torch.Tensor, prob_mask: torch.Tensor,
                  text_mask: torch.Tensor | None = None) -> torch.Tensor:
