@@ -79,7 +79,7 @@ class PretrainConfig:
             "smoke": dict(steps=80, batch_size=16, sizes=(64, 96), warmup_steps=4),
             # 224 px batches among the small ones, generic captions on 70 % of the text scenes. Probe, 256 scenes at
             # 256 px (one run each): sizes 96-160 + generic 0.5 (7.4 min): image AUC 0.81, dense 0.87; + 224 px
-            # (12.6 min with 2 free cores): 0.81 / 0.92; + 256 px instead: 0.84 / 0.91 (14.5 min: over budget);
+            # (about 12.6 min, estimated): 0.81 / 0.92; + 256 px instead: 0.84 / 0.91 (14.5 min: too near 15);
             # 96-224 + generic 0.7 (11.2 min): 0.85 / 0.93, retrieval 0.13
             "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
