@@ -101,6 +101,21 @@ def test_pretrain_is_deterministic_resumable_and_returns_when_finished(tmp_path,
     assert not all(torch.equal(sd_a[k], sd_c[k]) for k in sd_a)
 
 
+def test_bf16_pretraining_is_deterministic_and_keeps_fp32_weights(tmp_path):
+    fp32 = PretrainConfig.for_profile("smoke", **TINY)
+    bf16 = dataclasses.replace(fp32, bf16=True)
+    assert config_hash(bf16) != config_hash(fp32)  # a cache of one is never taken for the other
+    a = pretrain.pretrain(bf16, tmp_path / "a.pt", progress=False, workers=0)
+    b = pretrain.pretrain(bf16, tmp_path / "b.pt", progress=False, workers=0)
+    f = pretrain.pretrain(fp32, tmp_path / "f.pt", progress=False, workers=0)
+    (sd_a, kit_a), (sd_b, _), (sd_f, _) = _weights(a), _weights(b), _weights(f)
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert {v.dtype for v in sd_a.values() if v.is_floating_point()} == {torch.float32}
+    moved = [k for k in sd_a if sd_a[k].is_floating_point() and not torch.equal(sd_a[k], sd_f[k])]
+    assert moved  # the autocast really changed the arithmetic
+    assert all(np.isfinite(r["loss"]) for r in kit_a["log"])
+
+
 def test_a_work_dir_of_another_run_is_refused(tmp_path):
     cfg = PretrainConfig.for_profile("smoke", **TINY)
     (tmp_path / "x").mkdir()
