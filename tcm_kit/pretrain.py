@@ -85,7 +85,7 @@ class PretrainConfig:
             # bf16 autocast. Probe, 256 scenes at 256 px (one run each): sizes 96-160 + generic 0.5, 500 steps
             # (7.4 min): image AUC 0.81, dense 0.87; + 224 px (about 12.6 min, estimated): 0.81 / 0.92; + 256 px
             # instead: 0.84 / 0.91 (14.5 min); 96-224 + generic 0.7 (11.2 min): 0.85 / 0.93; the same, 1,000 steps
-            # in fp32 (about 23 min alone, estimated): 0.95 / 0.95; in bf16 (13.8 min): 0.93 / 0.95
+            # in fp32 (about 24 min alone, estimated): 0.95 / 0.95; in bf16 (13.8 min): 0.93 / 0.95
             "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=1000, bf16=True),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
                          lr=5e-4),
