@@ -113,8 +113,8 @@ class TrainConfig:
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss; also when
     # the embedded CLIP's pre-training recipe changes (7: generic captions 0.3 -> 0.5; 8: 224 px batches, generic
-    # captions 0.7; 9: 1,000 steps in bf16), which the hash does not see
-    code_version: int = 9
+    # captions 0.7; 9: 1,000 steps in bf16; 10: generic captions one class), which the hash does not see
+    code_version: int = 10
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
