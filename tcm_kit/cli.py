@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_reproduce(args) -> int:
@@ -84,7 +85,12 @@ def _cmd_pretrain(args) -> int:
     from .pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig.for_profile(args.profile)
-    path = pretrain(cfg, embedded_checkpoint_path(args.profile), progress=not args.quiet)
+    out = Path(args.out) if args.out else embedded_checkpoint_path(args.profile)
+    path = pretrain(cfg, out, progress=not args.quiet, stop_after=args.stop_after)
+    if args.stop_after is not None and args.stop_after < cfg.steps:
+        print(f"embedded CLIP [{args.profile}]: stopped at step {args.stop_after} of {cfg.steps}; "
+              "run the same command without --stop-after to go on")
+        return 0
     print(f"embedded CLIP [{args.profile}]: {path}")
     return 0
 
@@ -142,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("pretrain", help="pre-train (or resume) the embedded CLIP of a profile")
-    c.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    c.add_argument("--profile", choices=["smoke", "cpu", "release", "full"], default="cpu")
+    c.add_argument("--out", default=None, help="checkpoint file (default: data/clip/<config hash>.pt)")
+    c.add_argument("--stop-after", dest="stop_after", type=int, default=None,
+                   help="stop after this many steps in total (resumable), to train in parts")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_pretrain)
     return p

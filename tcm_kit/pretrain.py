@@ -15,7 +15,6 @@ import fcntl
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +25,13 @@ from tqdm.auto import tqdm
 
 from tcm_kit.clip import (CLIP_MEAN, CLIP_STD, EMBEDDED_MODEL_NAME, ClipWeightsError, create_clip, dense_features,
                           load_state_dict_file, save_kit_checkpoint)
+from tcm_kit.precision import autocast, precision_for
 from tcm_kit.utils import config_hash, git_commit
 
 __all__ = ["PretrainConfig", "PretrainError", "GENERIC_TEXT_CAPTIONS", "pretrain", "scene_batch", "clip_loss", "read_log", "work_dir",
            "evaluate_contrastive", "evaluate_prior"]
 
-PROFILES = ("smoke", "cpu", "full")
+PROFILES = ("smoke", "cpu", "release", "full")
 
 
 class PretrainError(ValueError):
@@ -64,9 +64,6 @@ class PretrainConfig:
     # word(s) (a random crop for text-free scenes) and resized to `size`: words keep their pixel size while the
     # network sees small inputs (cheap), and local crops tie cells to the caption. (1, 1): whole scenes.
     scene_scale: tuple = (1.5, 2.5)
-    # forward passes under bf16 autocast (weights, optimiser and loss stay fp32). On a CPU with avx512_bf16 a
-    # step at 224 px, batch 64 takes 1.3 s instead of 2.8 s (2 threads); elsewhere bf16 is emulated and slower
-    bf16: bool = False
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -80,17 +77,13 @@ class PretrainConfig:
 
     @classmethod
     def for_profile(cls, profile: str, **overrides) -> "PretrainConfig":
-        """smoke: < 1 min (CI, notebooks under nbval); cpu: the default embedded prior (aims at < 15 min on 2 free
-        cores); full: a GPU budget."""
+        """smoke: < 1 min (CI, notebooks under nbval); cpu: a small recipe that re-trains from scratch in minutes;
+        release: the recipe of the released embedded CLIP (tcm_kit/weights/, hours on 2 cores, in parts);
+        full: a GPU budget. Precision is not a recipe's: it follows the hardware (tcm_kit.precision)."""
         base = {
             "smoke": dict(steps=80, batch_size=16, sizes=(64, 96), warmup_steps=4),
-            # 224 px batches among the small ones, generic captions on 70 % of the text scenes, 1,000 steps under
-            # bf16 autocast. Probe, 256 scenes at 256 px (one run each): sizes 96-160 + generic 0.5, 500 steps
-            # (7.4 min): image AUC 0.81, dense 0.87; + 224 px (about 12.6 min, estimated): 0.81 / 0.92; + 256 px
-            # instead: 0.84 / 0.91 (14.5 min); 96-224 + generic 0.7 (11.2 min): 0.85 / 0.93; the same, 1,000 steps
-            # in fp32 (about 24 min alone, estimated): 0.95 / 0.95; in bf16 (13.8 min): 0.93 / 0.95; generic captions
-            # as one class (generic_positives, 14.0 min): 0.96 / 0.97 (512 scenes: 0.98 / 0.97)
-            "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=1000, bf16=True),
+            "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=1000),
+            "release": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=2500, warmup_steps=50),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
                          lr=5e-4),
         }
@@ -308,19 +301,10 @@ def pretrain(cfg: PretrainConfig, out_path, progress: bool = True, workers: int 
     return out_path
 
 
-def _native_cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device):
     import open_clip
 
-    if cfg.bf16 and device.type == "cpu" and not _native_cpu_bf16():
-        warnings.warn("bf16 pre-training on a CPU without native bf16 (avx512_bf16 / AMX): it is emulated, "
-                      "slower than fp32; set bf16=False in the PretrainConfig to train in fp32")
+    precision = precision_for(device)
     torch.manual_seed(cfg.seed)
     model = create_clip(cfg.model).train().to(device)
     model.visual.to(memory_format=torch.channels_last)  # NHWC: oneDNN convolutions, ~25% faster steps on CPU
@@ -329,7 +313,7 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     state_path, log_path = wd / "state.pt", wd / "log.csv"
 
-    start, elapsed = 0, 0.0
+    start, elapsed, precisions, commits = 0, 0.0, [], []
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         if state.get("config_hash") != h:
@@ -340,6 +324,11 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"].cpu())
         start, elapsed = state["step"], state["elapsed"]
+        precisions, commits = state.get("precisions", []), state.get("commits", [])
+    if precision not in precisions:
+        precisions.append(precision)  # a run resumed on other hardware records both
+    if git_commit() not in commits:
+        commits.append(git_commit())  # the code that ran each part
     # the log keeps exactly the steps done so far (a crash after the last state may have written more)
     rows = [r for r in read_log(out_path) if r["step"] < start]
     with open(log_path, "w", newline="") as f:
@@ -351,7 +340,8 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         tmp = state_path.with_name("state.pt.tmp")
         torch.save({"config_hash": h, "pretrain_config": dataclasses.asdict(cfg), "step": step,
                     "elapsed": elapsed + time.perf_counter() - t0, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                    "precisions": precisions, "commits": commits},
                    tmp)
         os.replace(tmp, state_path)
 
@@ -368,7 +358,7 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         for step, (images, tokens, captions) in enumerate(loader, start=start):
             images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
             images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast(device):
                 image_feat = dense_features(model, images).global_feat  # (B, C), any batch size
                 text_feat = model.encode_text(tokens)  # (B, C)
             loss, acc = clip_loss(image_feat.float(), text_feat.float(), model.logit_scale,
@@ -396,7 +386,8 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         return
     wall = elapsed + time.perf_counter() - t0
     save_kit_checkpoint(model.cpu().eval(), out_path, pretrain_config=dataclasses.asdict(cfg), config_hash=h,
-                        log=read_log(out_path), wall_time_s=wall, steps=cfg.steps, git_commit=git_commit())
+                        log=read_log(out_path), wall_time_s=wall, steps=cfg.steps, git_commit="+".join(commits),
+                        precision="+".join(precisions))
     state_path.unlink(missing_ok=True)
 
 

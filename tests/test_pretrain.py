@@ -118,14 +118,17 @@ def test_pretrain_is_deterministic_resumable_and_returns_when_finished(tmp_path,
     assert not all(torch.equal(sd_a[k], sd_c[k]) for k in sd_a)
 
 
-def test_bf16_pretraining_is_deterministic_and_keeps_fp32_weights(tmp_path):
-    fp32 = PretrainConfig.for_profile("smoke", **TINY)
-    bf16 = dataclasses.replace(fp32, bf16=True)
-    assert config_hash(bf16) != config_hash(fp32)  # a cache of one is never taken for the other
-    a = pretrain.pretrain(bf16, tmp_path / "a.pt", progress=False, workers=0)
-    b = pretrain.pretrain(bf16, tmp_path / "b.pt", progress=False, workers=0)
-    f = pretrain.pretrain(fp32, tmp_path / "f.pt", progress=False, workers=0)
-    (sd_a, kit_a), (sd_b, _), (sd_f, _) = _weights(a), _weights(b), _weights(f)
+def test_bf16_pretraining_is_deterministic_and_keeps_fp32_weights(tmp_path, monkeypatch):
+    from tcm_kit import precision
+
+    cfg = PretrainConfig.for_profile("smoke", **TINY)
+    f = pretrain.pretrain(cfg, tmp_path / "f.pt", progress=False, workers=0)
+    monkeypatch.setattr(precision, "_native_cpu_bf16", lambda: True)  # a CPU with native bf16
+    a = pretrain.pretrain(cfg, tmp_path / "a.pt", progress=False, workers=0)
+    b = pretrain.pretrain(cfg, tmp_path / "b.pt", progress=False, workers=0)
+    (sd_a, kit_a), (sd_b, _), (sd_f, kit_f) = _weights(a), _weights(b), _weights(f)
+    assert (kit_a["precision"], kit_f["precision"]) == ("bf16", "fp32")  # the record says which ran
+    assert kit_a["config_hash"] == kit_f["config_hash"]  # precision is not part of the config
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     assert {v.dtype for v in sd_a.values() if v.is_floating_point()} == {torch.float32}
     moved = [k for k in sd_a if sd_a[k].is_floating_point() and not torch.equal(sd_a[k], sd_f[k])]
