@@ -17,18 +17,20 @@ import numpy as np
 from benchmarks import each_in_own_process, repeat_timed
 
 
-AMP_DTYPES = ("fp32", "bf16", "fp16")
+AMP_DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int,
             amp: str = "fp32") -> dict:
-    """amp: "fp32" (no autocast), or autocast to "bf16" / "fp16" (GPU; bf16 also runs on CPU)."""
+    """amp: "auto" (the kit's rule, tcm_kit.precision: bf16 where native, else fp32), "fp32" (no autocast), or
+    autocast to "bf16" / "fp16" (GPU; bf16 also runs on CPU, emulated where not native)."""
     import contextlib
 
     import torch
 
     from tcm_kit.clip import create_clip
     from tcm_kit.detector import build_detector
+    from tcm_kit.precision import precision_for
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -37,6 +39,7 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     x = torch.randn(batch, 3, size, size, device=device)
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")
+    amp = precision_for(device) if amp == "auto" else amp
     cast = contextlib.nullcontext() if amp == "fp32" else torch.autocast(
         device.split(":")[0], dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
     with torch.no_grad(), cast:
@@ -49,7 +52,7 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
 
 
 def run(detectors=("dbnet", "tcm-dbnet"), arch: str = "TCM-RN-tiny", size: int = 640, batch: int = 1,
-        runs: int = 20, threads: int = 2, device: str = "cpu", amp: str = "fp32") -> list[dict]:
+        runs: int = 20, threads: int = 2, device: str = "cpu", amp: str = "auto") -> list[dict]:
     """One row per detector (`measure` in its own process, so the peak memory is its own), with `x dbnet`: the
     median over the median of the first detector measured (dbnet by default)."""
     return each_in_own_process("benchmarks.inference", detectors,
@@ -65,7 +68,8 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", default="fp32", choices=AMP_DTYPES, help="autocast dtype (fp32: none)")
+    p.add_argument("--amp", default="auto", choices=AMP_DTYPES,
+                   help="autocast dtype (auto: bf16 where native, else fp32; fp32: none)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)

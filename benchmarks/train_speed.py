@@ -27,7 +27,8 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
 
     from tcm_kit.clip import create_clip
     from tcm_kit.data.transforms import TextDetDataset, collate
-    from tcm_kit.train import TrainConfig, autocast_for, build_model, param_groups, split_dir, train_step
+    from tcm_kit.precision import autocast, precision_for
+    from tcm_kit.train import TrainConfig, build_model, param_groups, split_dir, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -37,7 +38,7 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
     data = TextDetDataset(split_dir(cfg, "train", progress=False), size=cfg.train_size, train=True, seed=0,
                           targets=model.target_fn(), scale_range=tuple(cfg.scale_range))
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    amp = autocast_for(device)
+    amp = autocast(device)
     step_s, data_s = [], []
     for i in range(steps + 2):  # 2 warm-up steps
         t0 = time.perf_counter()
@@ -52,7 +53,8 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
             data_s.append(t1 - t0)
     med = float(np.median(step_s))
     return {"detector": detector, "arch": arch, "profile": profile, "device": device, "batch": cfg.batch_size,
-            "crop": cfg.train_size, "steps": steps, "median_step_ms": 1000 * med,
+            "crop": cfg.train_size, "steps": steps, "amp": precision_for(device),
+            "median_step_ms": 1000 * med,
             "data_ms": 1000 * float(np.median(data_s)), "images_per_s": cfg.batch_size / med}
 
 

@@ -81,17 +81,23 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_pretrain(args) -> int:
-    from .clip import embedded_checkpoint_path
-    from .pretrain import PretrainConfig, pretrain
+    from .pretrain import PretrainConfig, checkpoint_path, pretrain
 
     cfg = PretrainConfig.for_profile(args.profile)
-    out = Path(args.out) if args.out else embedded_checkpoint_path(args.profile)
+    out = Path(args.out) if args.out else checkpoint_path(args.profile)
     path = pretrain(cfg, out, progress=not args.quiet, stop_after=args.stop_after)
     if args.stop_after is not None and args.stop_after < cfg.steps:
         print(f"embedded CLIP [{args.profile}]: stopped at step {args.stop_after} of {cfg.steps}; "
               "run the same command without --stop-after to go on")
         return 0
     print(f"embedded CLIP [{args.profile}]: {path}")
+    if args.export:
+        from .release import export_release
+
+        rec = export_release(path, progress=not args.quiet)
+        print(f"released: {rec['file']} sha256 {rec['sha256']} ({rec['size_bytes'] / 2**20:.1f} MB)")
+        for r in rec["probe"]["rows"]:
+            print(f"  probe {r['size']}: image AUC {r['image_auc']:.3f}, dense AUC {r['dense_auc']:.3f}")
     return 0
 
 
@@ -152,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="checkpoint file (default: data/clip/<config hash>.pt)")
     c.add_argument("--stop-after", dest="stop_after", type=int, default=None,
                    help="stop after this many steps in total (resumable), to train in parts")
+    c.add_argument("--export", action="store_true",
+                   help="then write it as the released embedded CLIP (tcm_kit/weights/, fp16, hashed, probed)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_pretrain)
     return p

@@ -4,8 +4,9 @@ Three sources of weights, one code path (`open_clip.create_model`) and one prepr
 mean/std) for all of them:
 
 - ``"embedded"``: the kit's own small CLIP (``EMBEDDED_MODEL_NAME``, same family as RN50), pre-trained by
-  `tcm_kit.pretrain` on synthetic captioned scenes on first use and cached under
-  ``data_dir()/clip/<config_hash>.pt``;
+  `tcm_kit.pretrain` (its ``release`` recipe) on synthetic captioned scenes and shipped in the package as a
+  versioned fp16 artefact, ``tcm_kit/weights/embedded-clip.pt``, checked against the sha256 recorded beside it
+  (``embedded-clip.json``). Loading never trains; `tcm-kit pretrain` does, when asked;
 - ``"openai"``: open_clip's ``RN50`` with ``pretrained="openai"`` (needs the internet once);
 - a path: an OpenAI ``RN50.pt`` TorchScript archive or a plain state dict (open_clip or OpenAI key layout).
 
@@ -16,6 +17,9 @@ interpolated to the feature grid) giving per-cell embeddings in the joint image-
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -45,6 +49,9 @@ __all__ = [
 EMBEDDED_MODEL_NAME = "TCM-RN-tiny"  # tcm_kit/model_configs/TCM-RN-tiny.json, registered with open_clip below
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 CHECKPOINT_KIND = "tcm-kit-clip"  # marks the kit's own checkpoint files (a dict with config + state_dict)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+RELEASED_CLIP = WEIGHTS_DIR / "embedded-clip.pt"  # the released embedded CLIP (fp16 kit checkpoint)
+RELEASED_CLIP_META = WEIGHTS_DIR / "embedded-clip.json"  # its sha256, PretrainConfig, commit, probe figures
 OPENAI_RN50_URL_HOSTS = ("huggingface.co", "openaipublic.azureedge.net")
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata buffers in OpenAI archives
 
@@ -99,15 +106,15 @@ def build_preprocess(image_size: int = 224) -> Callable:
     return open_clip.image_transform(image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD)
 
 
-def load_clip(clip_weights: str | os.PathLike = "embedded", profile: str = "cpu", device="cpu",
-              progress: bool = True):
-    """-> (model, preprocess, tokenizer): an open_clip ``CLIP`` (ModifiedResNet image encoder) in eval mode.
+def load_clip(clip_weights: str | os.PathLike = "embedded", device="cpu"):
+    """-> (model, preprocess, tokenizer): an open_clip ``CLIP`` (ModifiedResNet image encoder) in eval mode, fp32.
 
-    clip_weights: "embedded" (the kit's pre-trained tiny CLIP for `profile`, trained on first use and cached),
-    "openai" (open_clip RN50 with OpenAI's weights; needs the internet once) or a path to a checkpoint file.
+    clip_weights: "embedded" (the kit's released tiny CLIP, shipped in the package), "openai" (open_clip RN50
+    with OpenAI's weights; needs the internet once) or a path to a checkpoint file (e.g. one written by
+    `tcm-kit pretrain`).
     """
     if isinstance(clip_weights, str) and clip_weights == "embedded":
-        model = _load_embedded(profile, progress)
+        model = _load_embedded()
     elif isinstance(clip_weights, str) and clip_weights == "openai":
         model = _load_openai_rn50()
     elif isinstance(clip_weights, (str, os.PathLike)):
@@ -121,36 +128,59 @@ def load_clip(clip_weights: str | os.PathLike = "embedded", profile: str = "cpu"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# "embedded": the kit's checkpoint, keyed by the hash of its pre-training config
+# "embedded": the released checkpoint shipped in tcm_kit/weights/
 
 
-def embedded_checkpoint_path(profile: str = "cpu") -> Path:
-    """Where load_clip("embedded", profile) caches its checkpoint: data_dir()/clip/<config_hash>.pt."""
-    from tcm_kit.pretrain import PretrainConfig
-    from tcm_kit.utils import config_hash, data_dir
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    return data_dir() / "clip" / f"{config_hash(PretrainConfig.for_profile(profile))}.pt"
 
-
-def _load_embedded(profile: str, progress: bool):
-    from tcm_kit.pretrain import PretrainConfig, pretrain
-    from tcm_kit.utils import config_hash
-
-    cfg = PretrainConfig.for_profile(profile)
-    path = embedded_checkpoint_path(profile)
-    if not path.exists():
-        pretrain(cfg, path, progress=progress)
+def released_clip_info() -> dict:
+    """The released embedded CLIP's record (embedded-clip.json): sha256, pretrain_config, git_commit, probe..."""
     try:
-        model, ckpt = _load_from_path(path)
-    except ClipWeightsError as e:
-        raise ClipWeightsError(f"{e}; this is the kit's cached '{profile}' CLIP: delete it to pre-train again") \
-            from None
-    stored = ckpt.get("pretrain_config") if ckpt is not None else None
-    if stored is None or ckpt.get("config_hash") != config_hash(cfg) or config_hash(stored) != config_hash(cfg):
-        raise ClipWeightsError(f"{path} was not built by the '{profile}' pre-training config "
-                               f"(expected config hash {config_hash(cfg)}, found {ckpt and ckpt.get('config_hash')}); "
-                               "it is never reused: delete the file to pre-train again")
-    return model
+        return json.loads(RELEASED_CLIP_META.read_text())
+    except FileNotFoundError:
+        raise ClipWeightsError(f"{RELEASED_CLIP_META} is missing: this checkout has no released embedded CLIP "
+                               "(re-make it with `tcm-kit pretrain --profile release --export`)") from None
+    except json.JSONDecodeError as e:
+        raise ClipWeightsError(f"{RELEASED_CLIP_META}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _load_embedded():
+    info = released_clip_info()
+    if not RELEASED_CLIP.is_file():
+        raise ClipWeightsError(f"{RELEASED_CLIP} is missing (its record {RELEASED_CLIP_META.name} is there): "
+                               "restore it from git or re-make it with `tcm-kit pretrain --profile release --export`")
+    digest = file_sha256(RELEASED_CLIP)
+    if digest != info.get("sha256"):
+        raise ClipWeightsError(f"{RELEASED_CLIP}: sha256 {digest[:16]}... does not match the recorded "
+                               f"{str(info.get('sha256'))[:16]}... in {RELEASED_CLIP_META.name}: the file is "
+                               "damaged or was replaced; restore it from git")
+    model, _ = _load_from_path(RELEASED_CLIP)
+    return model.float()
+
+
+@functools.lru_cache(maxsize=64)
+def _path_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def clip_fingerprint(clip_weights) -> str:
+    """What identifies the weights a detector run starts from, for its cache key: the released checkpoint's
+    sha256 for "embedded", the file's sha256 for a path, the name for "openai" (fixed by open_clip's release)."""
+    if isinstance(clip_weights, str) and clip_weights == "embedded":
+        return "embedded:" + str(released_clip_info().get("sha256"))
+    if isinstance(clip_weights, str) and clip_weights == "openai":
+        return "openai:RN50"
+    p = Path(clip_weights).expanduser().resolve()
+    if not p.is_file():
+        raise ClipWeightsError(f"CLIP weights {p} not found")
+    st = p.stat()
+    return "file:" + _path_fingerprint(str(p), st.st_size, st.st_mtime_ns)
 
 
 def save_kit_checkpoint(model, path: Path, **extra) -> None:

@@ -1,6 +1,6 @@
 """The runs behind notebooks 02-05, as functions returning pandas tables; every run cached on disk by config hash.
 
-A run is one `TrainConfig`, trained by `tcm_kit.train.train` into data_dir()/runs/<config_hash>/. A finished run
+A run is one `TrainConfig`, trained by `tcm_kit.train.train` into data_dir()/runs/<run_hash>/. A finished run
 is read back, an unfinished one resumes, so re-running a notebook (or another notebook asking for the same
 config: the full-data TCM run is shared by 02-05) costs nothing for runs already done.
 
@@ -232,16 +232,16 @@ def runs_dir() -> Path:
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    return runs_dir() / config_hash(cfg)
+    return runs_dir() / T.run_hash(cfg)
 
 
 def run_one(cfg: TrainConfig, progress: bool = False) -> dict:
-    """Train (or resume, or read back) one run in data_dir()/runs/<config_hash>/ -> its result dict + run_dir."""
+    """Train (or resume, or read back) one run in data_dir()/runs/<run_hash>/ -> its result dict + run_dir."""
     out = run_dir(cfg)
     done = out / "result.json"
     if done.exists():
         result = json.loads(done.read_text())
-        if result.get("config_hash") == config_hash(cfg):
+        if result.get("config_hash") == T.run_hash(cfg):
             return {**result, "run_dir": str(out)}
     result = T.train(cfg, out, progress=progress)
     return {**result, "run_dir": str(out)}
@@ -270,8 +270,8 @@ def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
                 for c in configs}.values():
         for split in ("train", "val", "test"):
             T.split_dir(cfg, split, progress=False)
-    for weights, profile in {(c.clip_weights, c.clip_profile) for c in configs}:
-        load_clip(weights, profile=profile)
+    for weights in {c.clip_weights for c in configs}:
+        load_clip(weights)
 
 
 def _run_in_worker(job) -> dict:
@@ -286,7 +286,7 @@ def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bo
     """run_one over configs with one tqdm bar; a config repeated in the list is run once. With plan.workers > 1
     the runs not yet finished train in that many spawned processes (results are identical: each run is
     deterministic by its config whatever process trains it)."""
-    unique = list({config_hash(c): c for c in configs}.items())
+    unique = list({T.run_hash(c): c for c in configs}.items())
     results: dict[str, dict] = {}
     todo = []
     for h, cfg in unique:
@@ -314,7 +314,7 @@ def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bo
                 results[h] = run_one(cfg)
                 bar.update(1)
     bar.close()
-    return [results[config_hash(c)] for c in configs]
+    return [results[T.run_hash(c)] for c in configs]
 
 
 def _metrics(result: dict) -> dict:
@@ -360,7 +360,7 @@ def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
     plan = as_plan(plan)
     configs = ablation_configs(plan, seed, domain, data_roots)
     results = run_many(plan, list(configs.values()), "ablations", progress)
-    rows = [{"variant": label, **_tcm_columns(cfg), **_metrics(r), "config": config_hash(cfg)}
+    rows = [{"variant": label, **_tcm_columns(cfg), **_metrics(r), "config": T.run_hash(cfg)}
             for (label, cfg), r in zip(configs.items(), results)]
     df = pd.DataFrame(rows)
     df.insert(df.columns.get_loc("hmean") + 1, "delta_hmean", df["hmean"] - df["hmean"].iloc[0])
@@ -387,7 +387,7 @@ def tau_lambda_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
     plan = as_plan(plan)
     configs = tau_lambda_configs(plan, seed, domain, taus, aux_weights, data_roots)
     results = run_many(plan, list(configs.values()), "tau x lambda", progress)
-    return pd.DataFrame([{"tau": t, "lambda": lam, **_metrics(r), "config": config_hash(c)}
+    return pd.DataFrame([{"tau": t, "lambda": lam, **_metrics(r), "config": T.run_hash(c)}
                          for ((t, lam), c), r in zip(configs.items(), results)])
 
 
@@ -415,7 +415,7 @@ def few_shot_runs(plan: Plan | str, shots: Sequence[float] | None = None, seeds:
     configs = few_shot_configs(plan, shots, seeds, detectors, domain, data_roots)
     results = run_many(plan, configs, "few-shot", progress)
     return pd.DataFrame([{"detector": c.detector, "shot": c.shot, "seed": c.seed,
-                          "train_images": int(r.get("train_images", -1)), **_metrics(r), "config": config_hash(c)}
+                          "train_images": int(r.get("train_images", -1)), **_metrics(r), "config": T.run_hash(c)}
                          for c, r in zip(configs, results)])
 
 
@@ -544,7 +544,7 @@ def detector_table(plan: Plan | str, detectors: Sequence[str] | None = None, dom
     plan = as_plan(plan)
     configs = detector_configs(plan, detectors, domains, seed, data_roots)
     results = run_many(plan, configs, "detectors", progress)
-    df = pd.DataFrame([{"domain": c.domain, "detector": c.detector, **_metrics(r), "config": config_hash(c)}
+    df = pd.DataFrame([{"domain": c.domain, "detector": c.detector, **_metrics(r), "config": T.run_hash(c)}
                        for c, r in zip(configs, results)])
     plain = df.set_index(["domain", "detector"])["hmean"]  # tcm-X is compared with X on the same domain
     gain = [h - plain.get((d, det[4:]), np.nan) if det.startswith("tcm-") else np.nan
@@ -750,7 +750,7 @@ def plan_summary(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] 
             rows.append({"notebook": nb, "runs": 0, "distinct": 0, "new_in_order": 0, "cross_evals": 0,
                          "note": str(e)})
             continue
-        hashes = [config_hash(c) for c in cfgs]
+        hashes = [T.run_hash(c) for c in cfgs]
         new = set(hashes) - seen
         seen |= new
         n = len(domains)

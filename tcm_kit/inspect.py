@@ -25,12 +25,12 @@ __all__ = [
 
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
 
-# per profile: probe scenes for evaluate_prior (n, size) and the side of the inspected scenes. cpu: 256 scenes
-# (about 7 s a model here); one checkpoint's image AUC was 0.876 on the first 64 scenes, 0.806 on the first 256
+# per profile: probe scenes for evaluate_prior (n scenes at each (width, height)) and the side of the inspected
+# scenes; the cpu sizes are those of the released CLIP's record (tcm_kit.release.PROBE_SIZES)
 PROFILE_SETTINGS = {
-    "smoke": dict(probe_n=32, probe_size=128, image_size=256),
-    "cpu": dict(probe_n=256, probe_size=256, image_size=384),
-    "full": dict(probe_n=256, probe_size=256, image_size=512),
+    "smoke": dict(probe_n=32, probe_sizes=((128, 128),), image_size=256),
+    "cpu": dict(probe_n=256, probe_sizes=((256, 256), (512, 512), (1280, 720)), image_size=384),
+    "full": dict(probe_n=256, probe_sizes=((256, 256), (512, 512), (1280, 720)), image_size=512),
 }
 
 
@@ -265,7 +265,8 @@ def plot_similarity_grid(models: dict, tokenizer, images: dict, prompts=DEFAULT_
 
 
 def pretrain_log(checkpoint_path) -> "pd.DataFrame":
-    """The per-step pre-training log of a kit checkpoint: its run's log.csv, else the copy inside the checkpoint.
+    """The per-step pre-training log of a kit checkpoint: <stem>-log.csv beside it (the released CLIP), its run's
+    log.csv, else the copy inside the checkpoint.
 
     Columns: step, loss, acc (in-batch image->caption top-1), lr, logit_scale, size, time. Empty if neither exists.
     """
@@ -274,6 +275,9 @@ def pretrain_log(checkpoint_path) -> "pd.DataFrame":
     from tcm_kit.pretrain import LOG_FIELDS, read_log
 
     checkpoint_path = Path(checkpoint_path)
+    beside = checkpoint_path.with_name(checkpoint_path.stem + "-log.csv")  # a released checkpoint's curve
+    if beside.is_file():
+        return pd.read_csv(beside)[list(LOG_FIELDS)]
     rows = read_log(checkpoint_path)
     if not rows and checkpoint_path.is_file():
         try:
@@ -322,35 +326,39 @@ def plot_pretrain_curves(log, chance_acc: float | None = None):
     return fig
 
 
-def checkpoint_info(clip_weights="embedded", profile: str = "cpu") -> dict:
-    """Where the CLIP weights of (clip_weights, profile) live and, for the embedded one, how they were made."""
-    from tcm_kit.clip import embedded_checkpoint_path
-    from tcm_kit.pretrain import PretrainConfig
-    from tcm_kit.utils import config_hash
+def checkpoint_info(clip_weights="embedded") -> dict:
+    """Where the CLIP weights `clip_weights` live and, for a kit checkpoint (the released embedded CLIP, or one
+    written by `tcm-kit pretrain`), how they were made."""
+    from tcm_kit.clip import RELEASED_CLIP, load_state_dict_file, released_clip_info
 
-    if clip_weights != "embedded":
-        p = Path(clip_weights) if clip_weights != "openai" else None
-        return {"clip_weights": str(clip_weights), "path": str(p) if p else "open_clip cache (RN50, openai)",
-                "exists": bool(p and p.is_file()), "size_mb": round(p.stat().st_size / 2**20, 1)
-                if p and p.is_file() else None}
-    path = embedded_checkpoint_path(profile)
-    info = {"clip_weights": "embedded", "profile": profile, "path": str(path), "exists": path.is_file(),
-            "config_hash": config_hash(PretrainConfig.for_profile(profile)),
-            "size_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None}
-    if path.is_file():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        info.update({k: ckpt.get(k) for k in ("model_name", "steps", "wall_time_s", "git_commit")})
+    if clip_weights == "embedded":
+        rec = released_clip_info()
+        keep = ("file", "sha256", "size_bytes", "dtype", "parameters", "config_hash", "steps", "wall_time_s",
+                "amp", "cpu", "git_commit", "created")
+        return {"clip_weights": "embedded", "path": str(RELEASED_CLIP), "profile": rec["pretrain_config"]["profile"],
+                **{k: rec.get(k) for k in keep}}
+    if clip_weights == "openai":
+        return {"clip_weights": "openai", "path": "open_clip cache (RN50, openai)"}
+    p = Path(clip_weights)
+    info = {"clip_weights": str(clip_weights), "path": str(p), "exists": p.is_file(),
+            "size_mb": round(p.stat().st_size / 2**20, 1) if p.is_file() else None}
+    if p.is_file():
+        _, kit = load_state_dict_file(p)
+        if kit is not None:
+            info.update({k: kit.get(k) for k in ("model_name", "config_hash", "steps", "wall_time_s", "amp",
+                                                 "git_commit")})
     return info
 
 
-def prior_table(models: dict, n: int = 64, size: int = 256, seed: int = 1234, progress: bool = False):
-    """evaluate_prior for each {label: CLIP} on the same held-out probe scenes -> DataFrame, one row per model."""
+def prior_table(models: dict, n: int = 64, sizes=((256, 256),), seed: int = 1234, progress: bool = False):
+    """evaluate_prior for each {label: CLIP} at each (width, height) of `sizes`, on the same held-out probe
+    scenes -> DataFrame, one row per model and size ("size" as "WxH")."""
     import pandas as pd
 
-    from tcm_kit.pretrain import evaluate_prior
+    from tcm_kit.probe import evaluate_prior
 
-    rows = [{"model": label, **evaluate_prior(m, n=n, size=size, seed=seed, progress=progress)}
-            for label, m in models.items()]
+    rows = [{"model": label, "size": f"{w}x{h}", **evaluate_prior(m, n=n, size=(w, h), seed=seed, progress=progress)}
+            for label, m in models.items() for w, h in sizes]
     return pd.DataFrame(rows)
 
 

@@ -244,6 +244,13 @@ def _lr_lambda(cfg: PretrainConfig):
 # the run
 
 
+def checkpoint_path(profile: str) -> Path:
+    """Where `tcm-kit pretrain --profile P` writes by default: data_dir()/clip/<config hash of P>.pt."""
+    from tcm_kit.utils import data_dir
+
+    return data_dir() / "clip" / f"{config_hash(PretrainConfig.for_profile(profile))}.pt"
+
+
 def work_dir(out_path: Path) -> Path:
     """The run's directory next to its checkpoint: state.pt (resume), log.csv (loss/acc per step), lock."""
     out_path = Path(out_path)
@@ -387,7 +394,7 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
     wall = elapsed + time.perf_counter() - t0
     save_kit_checkpoint(model.cpu().eval(), out_path, pretrain_config=dataclasses.asdict(cfg), config_hash=h,
                         log=read_log(out_path), wall_time_s=wall, steps=cfg.steps, git_commit="+".join(commits),
-                        precision="+".join(precisions))
+                        amp="+".join(precisions))
     state_path.unlink(missing_ok=True)
 
 

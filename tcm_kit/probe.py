@@ -95,12 +95,13 @@ def _rand_colour(rng) -> tuple:
     return tuple(int(c) for c in rng.integers(0, 256, 3))
 
 
-def _background(rng, s: int) -> tuple[Image.Image, str]:
+def _background(rng, w: int, h: int) -> tuple[Image.Image, str]:
     kind = _BACKGROUNDS[rng.integers(len(_BACKGROUNDS))]
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / h, xx / w
     c0, c1 = np.array(_rand_colour(rng), np.float32), np.array(_rand_colour(rng), np.float32)
     if kind == "solid":
-        img = np.broadcast_to(c0, (s, s, 3)).copy()
+        img = np.broadcast_to(c0, (h, w, 3)).copy()
         desc = "a plain background"
     elif kind == "linear":
         a = rng.uniform(0, 2 * np.pi)
@@ -116,7 +117,7 @@ def _background(rng, s: int) -> tuple[Image.Image, str]:
     elif kind == "noise":
         g = int(rng.integers(3, 9))
         small = rng.uniform(0, 1, (g, g, 3)).astype(np.float32)
-        t = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((s, s), Image.BICUBIC), np.float32)
+        t = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
         img = c0 * 0.4 + t * 0.6
         desc = "a blotchy texture"
     elif kind == "stripes":
@@ -127,24 +128,26 @@ def _background(rng, s: int) -> tuple[Image.Image, str]:
         desc = "a striped pattern"
     else:
         photo = _photo(_PHOTOS[rng.integers(len(_PHOTOS))])
-        h, w = photo.shape[:2]
-        c = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
-        y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
-        img = np.asarray(Image.fromarray(photo[y0:y0 + c, x0:x0 + c]).resize((s, s), Image.BILINEAR), np.float32)
+        ph, pw = photo.shape[:2]
+        c = int(rng.integers(min(ph, pw) // 3, min(ph, pw) + 1))  # crop height; its width keeps the scene's aspect
+        cw = min(pw, max(1, round(c * w / h)))
+        y0, x0 = int(rng.integers(0, ph - c + 1)), int(rng.integers(0, pw - cw + 1))
+        img = np.asarray(Image.fromarray(photo[y0:y0 + c, x0:x0 + cw]).resize((w, h), Image.BILINEAR), np.float32)
         if rng.uniform() < 0.5:
             img = img[:, ::-1]
         img = img * rng.uniform(0.6, 1.2) + rng.uniform(-30, 30, 3)
         desc = "a photo"
-    img = np.clip(img + rng.normal(0, rng.uniform(0, 6), (s, s, 3)), 0, 255).astype(np.uint8)
+    img = np.clip(img + rng.normal(0, rng.uniform(0, 6), (h, w, 3)), 0, 255).astype(np.uint8)
     return Image.fromarray(img), desc
 
 
-def _clutter(rng, draw: ImageDraw.ImageDraw, s: int) -> int:
+def _clutter(rng, draw: ImageDraw.ImageDraw, sw: int, sh: int) -> int:
     """Random shapes and lines (the same distribution on text and text-free scenes); returns how many."""
     k = int(rng.integers(0, 7))
+    s = min(sw, sh)
     for _ in range(k):
         kind = rng.integers(4)
-        x0, y0 = rng.uniform(-0.1, 1.0, 2) * s
+        x0, y0 = rng.uniform(-0.1, 1.0, 2) * [sw, sh]
         w, h = rng.uniform(0.05, 0.4, 2) * s
         col = _rand_colour(rng)
         width = int(rng.integers(1, max(2, s // 40)))
@@ -175,9 +178,12 @@ def _word_text(rng) -> str:
     return w.upper() if case < 0.4 else w.capitalize() if case < 0.7 else w
 
 
-def _draw_word(rng, img: Image.Image, taken: np.ndarray, word: str, s: int):
-    """Render `word` at a free random place (maybe rotated); returns its (4,2) box or None if it did not fit."""
-    font = _font(rng, int(rng.uniform(0.05, 0.2) * s))
+def _draw_word(rng, img: Image.Image, taken: np.ndarray, word: str):
+    """Render `word` at a free random place (maybe rotated); returns its (4,2) box or None if it did not fit.
+
+    Its height is 5-20 % of the scene's short side."""
+    sw, sh = img.size
+    font = _font(rng, int(rng.uniform(0.05, 0.2) * min(sw, sh)))
     l, t, r, b = font.getbbox(word)
     pad = 2
     tw, th = r - l + 2 * pad, b - t + 2 * pad
@@ -190,10 +196,10 @@ def _draw_word(rng, img: Image.Image, taken: np.ndarray, word: str, s: int):
         a = np.deg2rad(-angle)  # PIL rotates counter-clockwise on screen
         corners = corners @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]], np.float32)
     W, H = tile.size
-    if W >= s or H >= s:
+    if W >= sw or H >= sh:
         return None
     for _ in range(20):
-        x, y = int(rng.integers(0, s - W)), int(rng.integers(0, s - H))
+        x, y = int(rng.integers(0, sw - W)), int(rng.integers(0, sh - H))
         if not taken[y:y + H, x:x + W].any():
             break
     else:
@@ -210,18 +216,26 @@ def _draw_word(rng, img: Image.Image, taken: np.ndarray, word: str, s: int):
     return box.astype(np.float32)
 
 
-def draw_probe_scene(seed: int, index: int, size: int = 256, with_text: bool = True) -> ProbeScene:
-    """One held-out scene: background + clutter (+ 1-5 words, a word or a line of words); deterministic."""
+def _wh(size) -> tuple[int, int]:
+    """A probe size, an int (square side) or (width, height) -> (width, height)."""
+    w, h = (size, size) if np.isscalar(size) else size
+    return int(w), int(h)
+
+
+def draw_probe_scene(seed: int, index: int, size=256, with_text: bool = True) -> ProbeScene:
+    """One held-out scene of `size` (side, or (width, height)): background + clutter (+ 1-5 words, a word or a
+    line of words); deterministic."""
     rng = np.random.default_rng([seed, index, 31337])
-    img, desc = _background(rng, size)
-    _clutter(rng, ImageDraw.Draw(img), size)
+    w, h = _wh(size)
+    img, desc = _background(rng, w, h)
+    _clutter(rng, ImageDraw.Draw(img), w, h)
     boxes, words = [], []
     if with_text:
-        taken = np.zeros((size, size), bool)
+        taken = np.zeros((h, w), bool)
         for _ in range(int(rng.integers(1, 6))):
             n = int(rng.integers(1, 3)) if rng.uniform() < 0.3 else 1
             word = " ".join(_word_text(rng) for _ in range(n))
-            box = _draw_word(rng, img, taken, word, size)
+            box = _draw_word(rng, img, taken, word)
             if box is not None:
                 boxes.append(box)
                 words.append(word)
@@ -231,15 +245,17 @@ def draw_probe_scene(seed: int, index: int, size: int = 256, with_text: bool = T
     return ProbeScene(np.asarray(img, np.uint8).copy(), boxes, words, caption, bool(words))
 
 
-def cell_coverage(boxes: list, size: int, stride: int = 32) -> np.ndarray:
-    """Fraction of each stride x stride cell covered by the union of the word boxes -> (size/stride, size/stride)."""
-    mask = Image.new("L", (size, size), 0)
+def cell_coverage(boxes: list, size, stride: int = 32) -> np.ndarray:
+    """Fraction of each stride x stride cell covered by the union of the polygons `boxes` in a scene of `size`
+    (side, or (width, height)) -> (height // stride, width // stride)."""
+    w, h = _wh(size)
+    mask = Image.new("L", (w, h), 0)
     d = ImageDraw.Draw(mask)
     for b in boxes:
         d.polygon([tuple(p) for p in b], fill=1)
     m = np.asarray(mask, np.float32)
-    g = size // stride
-    return m[:g * stride, :g * stride].reshape(g, stride, g, stride).mean(axis=(1, 3))
+    gh, gw = h // stride, w // stride
+    return m[:gh * stride, :gw * stride].reshape(gh, stride, gw, stride).mean(axis=(1, 3))
 
 
 def roc_auc(pos, neg) -> float:
@@ -257,17 +273,19 @@ def _to_tensor(images: list) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_prior(model, n: int = 64, size: int = 256, seed: int = 1234, batch: int = 16,
+def evaluate_prior(model, n: int = 64, size=256, seed: int = 1234, batch: int = 16,
                    image_prompt: str = "a photo of text", dense_prompt: str = "text", progress: bool = False,
                    tokenizer=None) -> dict:
     """-> dict(image_auc, dense_auc, retrieval_top1, chance, n_images, n_pos_cells, n_neg_cells).
 
-    n probe scenes (half with text) at `size` px, drawn by draw_probe_scene(seed, i, size).
+    n probe scenes (half with text) of `size` (side, or (width, height)), drawn by draw_probe_scene(seed, i, size).
+    A side that is not a multiple of 32 (720 of a 1280 x 720 photo) is padded up to one with the mean colour
+    (zero after normalisation); cells more than half padding are left out of the dense AUC.
     """
     import open_clip
 
-    if size % 32:
-        raise ValueError(f"size must be divisible by 32, got {size}")
+    w, h = _wh(size)
+    pw, ph = -(-w // 32) * 32, -(-h // 32) * 32
     tokenizer = tokenizer or open_clip.get_tokenizer(getattr(model, "tcm_model_name", "RN50"),
                                                      context_length=model.context_length)
     was_training = model.training
@@ -276,7 +294,8 @@ def evaluate_prior(model, n: int = 64, size: int = 256, seed: int = 1234, batch:
     scenes = [draw_probe_scene(seed, i, size, with_text=(i % 2 == 0)) for i in range(n)]
     glob, dense = [], []
     for i in tqdm(range(0, n, batch), disable=not progress, desc="probe"):
-        f = dense_features(model, _to_tensor([s.image for s in scenes[i:i + batch]]).to(device))
+        x = F.pad(_to_tensor([s.image for s in scenes[i:i + batch]]), (0, pw - w, 0, ph - h))  # (b, 3, ph, pw)
+        f = dense_features(model, x.to(device))
         glob.append(F.normalize(f.global_feat, dim=-1).cpu())  # (b, C)
         dense.append(F.normalize(f.visual_embeddings, dim=1).cpu())  # (b, C, g, g)
     glob, dense = torch.cat(glob), torch.cat(dense)
@@ -288,7 +307,9 @@ def evaluate_prior(model, n: int = 64, size: int = 256, seed: int = 1234, batch:
     has_text = np.array([s.has_text for s in scenes])
     img_score = (glob @ t_img).numpy()
     cell_score = torch.einsum("bchw,c->bhw", dense, t_dense).numpy()  # (n, g, g)
-    cover = np.stack([cell_coverage(s.boxes, size) for s in scenes])  # (n, g, g)
+    cover = np.stack([cell_coverage(s.boxes, (pw, ph)) for s in scenes])  # (n, gh, gw)
+    inside = cell_coverage([np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)], (pw, ph)) >= 0.5
+    cover[:, ~inside] = np.nan  # neither positive nor negative
 
     captions = list(dict.fromkeys(s.caption for s in scenes))
     t_cap = text(captions)  # (U, C)

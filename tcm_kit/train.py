@@ -13,6 +13,7 @@ DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank takes its share of
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .precision import autocast, precision_for
 from .utils import config_hash, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -45,7 +47,6 @@ class TrainConfig:
     domain: str = "synth-ic15"  # synth-* preset, or a real domain read from data_root
     data_root: str | None = None  # real domains: folder with train/ [val/] test/
     clip_weights: str = "embedded"  # embedded | openai | path to a checkpoint
-    clip_profile: str = "cpu"  # which embedded CLIP (its pre-training profile)
     profile: str = "cpu"
     seed: int = 0
     shot: float = 1.0  # fraction of the training split (nested subsets across shots for one seed)
@@ -111,10 +112,9 @@ class TrainConfig:
     decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    # bumped when a code change alters what a config trains, so cached runs (keyed by config hash) miss; also when
-    # the embedded CLIP's pre-training recipe changes (7: generic captions 0.3 -> 0.5; 8: 224 px batches, generic
-    # captions 0.7; 9: 1,000 steps in bf16; 10: generic captions one class), which the hash does not see
-    code_version: int = 10
+    # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
+    # weights a run starts from are in run_hash already (clip_fingerprint)
+    code_version: int = 11
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
@@ -122,7 +122,7 @@ class TrainConfig:
         base = {
             "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
                           batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
-                          clip_profile="smoke", box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32),
+                          box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32),
             # cpu: one run in about 10 min on 2 cores (the Plan of notebooks 02-05 uses fewer steps): 160 px crops
             # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px)
             "cpu": dict(num_train=200, num_val=50, num_test=200, image_size=320, train_size=160, test_size=320,
@@ -133,7 +133,7 @@ class TrainConfig:
                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
             # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
             # steps are set per dataset by the caller (epochs * len(train) / batch).
-            "full": dict(clip_weights="openai", clip_profile="full", num_train=1000, num_val=200, num_test=500,
+            "full": dict(clip_weights="openai", num_train=1000, num_val=200, num_test=500,
                          image_size=640, train_size=640, test_size=1024, batch_size=16, steps=75000, lr=1e-4,
                          warmup_steps=500, ckpt_every=1000, num_workers=8),
         }
@@ -143,6 +143,14 @@ class TrainConfig:
 
     def tcm_flags(self) -> dict:
         return {k: getattr(self, k) for k in TCM_FLAGS} if self.detector.startswith("tcm-") else {}
+
+
+def run_hash(cfg: TrainConfig) -> str:
+    """A run's identity (its folder name and cache key): the hash of the whole config and of the CLIP weights it
+    starts from (tcm_kit.clip.clip_fingerprint), so a new CLIP checkpoint never reuses a run trained on another."""
+    from .clip import clip_fingerprint
+
+    return config_hash({**dataclasses.asdict(cfg), "clip_fingerprint": clip_fingerprint(cfg.clip_weights)})
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -207,7 +215,7 @@ def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
     from .heads.fce import FCELoss
 
     if clip is None:
-        clip, _, _ = load_clip(cfg.clip_weights, profile=cfg.clip_profile, progress=progress)
+        clip, _, _ = load_clip(cfg.clip_weights)
     options = None
     if head_family(cfg.detector)[0] == "dbnet":
         options = {"loss": DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.db_prob_loss)}
@@ -252,7 +260,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: Tra
     """Atomic write: a run killed mid-save keeps its previous checkpoint."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "rng": _rng_state(), "config_hash": config_hash(cfg)}, tmp)
+                "step": step, "rng": _rng_state(), "config_hash": run_hash(cfg)}, tmp)
     os.replace(tmp, path)
 
 
@@ -265,8 +273,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
-    if ck.get("config_hash") != config_hash(cfg):
-        raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {config_hash(cfg)}; "
+    if ck.get("config_hash") != run_hash(cfg):
+        raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {run_hash(cfg)}; "
                               f"use another --out folder")
     return ck
 
@@ -292,7 +300,41 @@ def train(cfg: TrainConfig, out_dir, progress: bool = True, device: str | None =
     done = out_dir / "result.json"
     if done.exists():
         result = json.loads(done.read_text())
-        if result.get("config_hash") == config_hash(cfg):
+        if result.get("config_hash") == run_hash(cfg):
+            return result
+        raise CheckpointError(f"{out_dir} holds a finished run of another config; use another out folder")
+    rank, _ = _dist_env()
+    with _run_lock(out_dir, rank):
+        return _train_locked(cfg, out_dir, progress, device)
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path, rank: int):
+    """One writer per run folder: a second `train` into a folder in use stops at once with a clear error
+    (under DDP only rank 0 takes the lock). The lock file is the kit's own and is left in place."""
+    if rank != 0:
+        yield
+        return
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"{out_dir} is in use by another tcm-kit training run; wait for it or use "
+                                  "another --out folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str | None) -> dict:
+    done = out_dir / "result.json"
+    if done.exists():  # finished by the run that held the lock before us
+        result = json.loads(done.read_text())
+        if result.get("config_hash") == run_hash(cfg):
             return result
         raise CheckpointError(f"{out_dir} holds a finished run of another config; use another out folder")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -303,9 +345,9 @@ def train(cfg: TrainConfig, out_dir, progress: bool = True, device: str | None =
     if rank != 0:
         return {}
     result = evaluate_run(model, cfg, progress=progress, device=device)
-    result.update(config_hash=config_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
+    result.update(config_hash=run_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
                   seed=cfg.seed, profile=cfg.profile, steps=cfg.steps, train_images=n_train,
-                  train_seconds=round(train_time, 1), commit=git_commit())
+                  train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, done)
@@ -321,8 +363,13 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if cfg.batch_size % world:
         raise TrainConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_json = json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
     if rank == 0:
-        (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+        old = out_dir / "config.json"
+        if old.exists() and (out_dir / "last.pt").exists() and old.read_text() != cfg_json:
+            raise CheckpointError(f"{out_dir} holds a run of another config (its config.json differs); use "
+                                  "another --out folder")
+        old.write_text(cfg_json)
 
     from .data.transforms import TextDetDataset, collate
 
@@ -355,7 +402,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     share = cfg.batch_size // world
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
-    amp = autocast_for(device)
+    amp = autocast(device)
     model.train()
     while step < cfg.steps:
         epoch, first = divmod(step, steps_per_epoch)
@@ -381,13 +428,6 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if world > 1:
         dist.barrier()
     return model, len(data)
-
-
-def autocast_for(device: str):
-    """bf16 autocast on CUDA, plain fp32 elsewhere."""
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def train_step(model, forward, optimizer, batch: dict, device: str, amp) -> dict:
@@ -468,6 +508,10 @@ def load_run(run_dir, device: str = "cpu"):
         if not p.exists():
             raise CheckpointError(f"{p} not found: {run_dir} is not a (started) tcm-kit training run")
     fields = json.loads(cfg_path.read_text())
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{cfg_path}: written by another version of tcm-kit (fields {unknown} are gone); "
+                              "train the run again")
     fields["box_thresholds"] = tuple(fields["box_thresholds"])
     fields["scale_range"] = tuple(fields.get("scale_range", (0.5, 2.0)))
     cfg = TrainConfig(**fields)
@@ -484,6 +528,21 @@ def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: 
     return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root)
 
 
+def output_names(paths: list) -> list[str]:
+    """One distinct output name per input image: its stem, or, where stems collide (camA/x.jpg, camB/x.jpg,
+    x.png), the stem with its extension and then its parent folders until the names differ."""
+    names = [p.stem for p in paths]
+    for depth in range(0, max((len(p.parts) for p in paths), default=0) + 1):
+        counts = {n: names.count(n) for n in names}
+        if all(c == 1 for c in counts.values()):
+            return names
+        for i, p in enumerate(paths):
+            if counts[names[i]] > 1:
+                parents = [q for q in p.resolve().parent.parts[-depth:] if q != "/"] if depth else []
+                names[i] = "_".join([*parents, p.stem + (p.suffix.replace(".", "_") if p.suffix else "")])
+    raise CheckpointError(f"the same image is given twice: {sorted({str(p) for p in paths if paths.count(p) > 1})}")
+
+
 def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu"):
     """Detect text in image files: yields (png with the polygons drawn, ICDAR2015 result txt) per image."""
     import cv2
@@ -493,8 +552,15 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
     model, cfg, result = load_run(run_dir, device)
     box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
     out_dir = Path(out_dir)
+    paths = [Path(p) for p in images]
+    names = output_names(paths)
+    inputs = {p.resolve() for p in paths}
+    for name in names:
+        for target in (out_dir / f"{name}.png", out_dir / f"res_{name}.txt"):
+            if target.resolve() in inputs:
+                raise CheckpointError(f"{target}: the prediction would overwrite an input image; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm([Path(p) for p in images], desc="predict", disable=not progress):
+    for path, name in tqdm(list(zip(paths, names)), desc="predict", disable=not progress):
         image = read_image(path)
         small, _, scale = resize_long_side(image, [], cfg.test_size)
         x = to_tensor(pad_to_multiple(small, 32))[None].to(device)
@@ -502,7 +568,7 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
         canvas = image.copy()
         for poly, score in dets:
             cv2.polylines(canvas, [np.round(poly).astype(np.int32)], True, (0, 255, 0), 2)
-        png, txt = out_dir / f"{path.stem}.png", out_dir / f"res_{path.stem}.txt"
+        png, txt = out_dir / f"{name}.png", out_dir / f"res_{name}.txt"
         cv2.imwrite(str(png), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
         txt.write_text("".join(",".join(str(int(round(v))) for v in poly.reshape(-1)) + "\n" for poly, _ in dets))
         yield png, txt

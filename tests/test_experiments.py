@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 from tcm_kit import experiments as ex  # noqa: E402
 from tcm_kit import train as T  # noqa: E402
-from tcm_kit.utils import config_hash  # noqa: E402
+from tcm_kit.train import run_hash  # noqa: E402
 
 
 def fake_hmean(cfg) -> float:
@@ -37,7 +37,7 @@ def fake_train(tmp_path, monkeypatch):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         h = fake_hmean(cfg)
-        res = {"precision": h, "recall": h, "hmean": h, "box_thresh": 0.5, "config_hash": config_hash(cfg),
+        res = {"precision": h, "recall": h, "hmean": h, "box_thresh": 0.5, "config_hash": run_hash(cfg),
                "detector": cfg.detector, "train_images": max(1, math.ceil(cfg.shot * cfg.num_train))}
         (out / "result.json").write_text(json.dumps(res))
         return res
@@ -46,10 +46,10 @@ def fake_train(tmp_path, monkeypatch):
     return calls
 
 
-def test_run_one_trains_once_per_config_hash(fake_train):
+def test_run_one_trains_once_per_run_hash(fake_train):
     cfg = ex.Plan.for_profile("smoke").config("tcm-dbnet", "synth-ic15")
     first = ex.run_one(cfg)
-    assert Path(first["run_dir"]).name == config_hash(cfg) and Path(first["run_dir"]).parent == ex.runs_dir()
+    assert Path(first["run_dir"]).name == run_hash(cfg) and Path(first["run_dir"]).parent == ex.runs_dir()
     mtime = (Path(first["run_dir"]) / "result.json").stat().st_mtime_ns
     again = ex.run_one(cfg)
     assert len(fake_train) == 1 and again == first
@@ -102,16 +102,16 @@ def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
     main = ex.detector_configs(cpu)  # every head with and without TCM on the main domains
     assert {c.detector for c in main} == set(ex.ALL_DETECTORS) and {c.domain for c in main} == set(cpu.main_domains)
     summary = ex.plan_summary(cpu).set_index("notebook")
-    assert summary.loc["total", "distinct"] == len({config_hash(c) for cs in ex.notebook_configs(cpu).values()
+    assert summary.loc["total", "distinct"] == len({run_hash(c) for cs in ex.notebook_configs(cpu).values()
                                                     for c in cs})
     n = len(cpu.domains)
     assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * n * (n - 1)
     # the all-data TCM run on synth-ic15 is shared by 02, 03 and 04; 05 trains on whole images, its own runs
-    nb = {k: {config_hash(c) for c in cs} for k, cs in ex.notebook_configs(cpu).items()}
-    shared = config_hash(cpu.config("tcm-dbnet", "synth-ic15"))
+    nb = {k: {run_hash(c) for c in cs} for k, cs in ex.notebook_configs(cpu).items()}
+    shared = run_hash(cpu.config("tcm-dbnet", "synth-ic15"))
     assert all(shared in nb[k] for k in nb if not k.startswith("05"))
-    assert config_hash(cpu.main_config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
-    assert config_hash(cpu.config("tcm-dbnet", "synth-total")) not in nb["05_plugged_detectors"]
+    assert run_hash(cpu.main_config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
+    assert run_hash(cpu.config("tcm-dbnet", "synth-total")) not in nb["05_plugged_detectors"]
 
 
 def test_main_table_on_whole_images_keeps_pixels_per_step_and_text_scale():

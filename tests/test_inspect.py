@@ -151,14 +151,18 @@ def test_pretrain_curves_figure():
 
 def test_prior_table_has_one_row_per_model(tiny):
     model, _ = tiny
-    df = ins.prior_table({"pretrained": model, "random init": ins.random_clip(model, 3)}, n=4, size=64, seed=0)
-    assert df["model"].tolist() == ["pretrained", "random init"]
+    df = ins.prior_table({"pretrained": model, "random init": ins.random_clip(model, 3)}, n=4,
+                         sizes=((64, 64), (96, 40)), seed=0)
+    assert df["model"].tolist() == ["pretrained", "pretrained", "random init", "random init"]
+    assert df["size"].tolist() == ["64x64", "96x40"] * 2
     assert {"image_auc", "dense_auc", "retrieval_top1", "chance"} <= set(df.columns)
-    assert df["n_images"].tolist() == [4, 4]
+    assert df["n_images"].tolist() == [4] * 4
+    # 40 px is padded to 64: only the first row of 32 px cells is more image than padding
+    assert df["n_pos_cells"][1] + df["n_neg_cells"][1] <= 4 * 3
 
 
 def test_settings_for_profiles():
-    assert ins.settings_for("smoke")["probe_size"] % 32 == 0
+    assert all(w > 0 and h > 0 for w, h in ins.settings_for("cpu")["probe_sizes"])
     with pytest.raises(ins.InspectError, match="profile"):
         ins.settings_for("gpu")
 

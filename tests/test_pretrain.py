@@ -1,4 +1,4 @@
-"""tcm_kit.pretrain + tcm_kit.probe: configs, the contrastive loss, determinism, resume, the embedded cache, the prior."""
+"""tcm_kit.pretrain + tcm_kit.probe: configs, the contrastive loss, determinism, resume, checkpoints by path, the prior."""
 import dataclasses
 import math
 import os
@@ -127,7 +127,7 @@ def test_bf16_pretraining_is_deterministic_and_keeps_fp32_weights(tmp_path, monk
     a = pretrain.pretrain(cfg, tmp_path / "a.pt", progress=False, workers=0)
     b = pretrain.pretrain(cfg, tmp_path / "b.pt", progress=False, workers=0)
     (sd_a, kit_a), (sd_b, _), (sd_f, kit_f) = _weights(a), _weights(b), _weights(f)
-    assert (kit_a["precision"], kit_f["precision"]) == ("bf16", "fp32")  # the record says which ran
+    assert (kit_a["amp"], kit_f["amp"]) == ("bf16", "fp32")  # the record says which ran
     assert kit_a["config_hash"] == kit_f["config_hash"]  # precision is not part of the config
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     assert {v.dtype for v in sd_a.values() if v.is_floating_point()} == {torch.float32}
@@ -157,39 +157,28 @@ def data_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def smoke_model(data_root):
-    model, preprocess, tokenizer = clip.load_clip("embedded", profile="smoke", progress=False)
-    return model
+def smoke_checkpoint(data_root):
+    return pretrain.pretrain(PretrainConfig.for_profile("smoke"), pretrain.checkpoint_path("smoke"), progress=False)
 
 
-def test_embedded_checkpoint_is_cached_by_config_hash(data_root, smoke_model, monkeypatch):
-    path = clip.embedded_checkpoint_path("smoke")
-    assert path == data_root / "clip" / f"{config_hash(PretrainConfig.for_profile('smoke'))}.pt"
-    assert path.exists() and (path.parent / path.stem / "log.csv").exists()
-    monkeypatch.setattr(pretrain, "pretrain", lambda *a, **k: pytest.fail("the cache must be reused"))
-    again, _, tok = clip.load_clip("embedded", profile="smoke")
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), smoke_model.state_dict().values()))
+def test_a_pretraining_checkpoint_loads_by_path_and_is_reused(data_root, smoke_checkpoint, monkeypatch):
+    path = pretrain.checkpoint_path("smoke")
+    assert path == smoke_checkpoint == data_root / "clip" / f"{config_hash(PretrainConfig.for_profile('smoke'))}.pt"
+    assert (path.parent / path.stem / "log.csv").exists()
+    model, _, tok = clip.load_clip(path)
+    monkeypatch.setattr(pretrain, "_run", lambda *a, **k: pytest.fail("a finished run must be reused"))
+    assert pretrain.pretrain(PretrainConfig.for_profile("smoke"), path, progress=False) == path
+    again, _, _ = clip.load_clip(path)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     assert tok(["text"]).shape == (1, again.context_length)
 
 
-def test_a_cache_built_by_another_config_is_never_reused(data_root, smoke_model):
-    path = clip.embedded_checkpoint_path("smoke")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    other = dict(ckpt["pretrain_config"], steps=ckpt["pretrain_config"]["steps"] + 1)
-    stale = dict(ckpt, pretrain_config=other, config_hash=config_hash(other))
-    torch.save(stale, path)
-    try:
-        with pytest.raises(ClipWeightsError, match="never reused"):
-            clip.load_clip("embedded", profile="smoke")
-    finally:
-        torch.save(ckpt, path)
-    path.write_bytes(b"truncated")
-    try:
-        with pytest.raises(ClipWeightsError, match="delete it") as e:
-            clip.load_clip("embedded", profile="smoke")
-        assert str(path) in str(e.value)
-    finally:
-        torch.save(ckpt, path)
+def test_a_truncated_checkpoint_is_refused_by_name(tmp_path, smoke_checkpoint):
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(smoke_checkpoint.read_bytes()[:1000])
+    with pytest.raises(ClipWeightsError, match="cannot read") as e:
+        clip.load_clip(bad)
+    assert str(bad) in str(e.value)
 
 
 def test_probe_scenes_are_deterministic_and_annotated():
@@ -211,11 +200,12 @@ def test_roc_auc():
     assert math.isnan(probe.roc_auc([], [1]))
 
 
-def test_smoke_prior_beats_random_init(smoke_model):
+def test_smoke_prior_beats_random_init(smoke_checkpoint):
     """On held-out captioned scenes (another seed) the smoke model matches images to captions far above a random
     network. (80 steps are too few to carry to the independent probe scenes: evaluate_prior is only run here;
     its cpu-profile figures are the proof of the prior, reported by notebook 00.)"""
     cfg = PretrainConfig.for_profile("smoke")
+    smoke_model = clip.load_clip(smoke_checkpoint)[0]
     random_model = clip.create_clip(clip.EMBEDDED_MODEL_NAME, seed=0)
     got = pretrain.evaluate_contrastive(smoke_model, cfg, batches=8)
     base = pretrain.evaluate_contrastive(random_model, cfg, batches=8)

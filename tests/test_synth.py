@@ -177,11 +177,27 @@ def test_interrupted_set_is_completed(tmp_path):
     (out / "images" / "img_1.jpg").write_bytes(ref[: len(ref) // 2])
     synth.write_synth_set("synth-doc", 3, 96, 0, out, workers=1, progress=False)
     assert (out / "images" / "img_1.jpg").read_bytes()[-2:] == b"\xff\xd9"
-    # manifest removed, no pending marker: files of unknown provenance are re-rendered, not trusted
+    # manifest removed, no pending marker: files of unknown provenance are refused and left as they are
     (out / "manifest.json").unlink()
     (out / "annotations" / "gt_img_0.txt").write_text("garbage\n")
-    synth.write_synth_set("synth-doc", 3, 96, 0, out, workers=1, progress=False)
-    assert read_icdar2015(out / "annotations" / "gt_img_0.txt") is not None
+    with pytest.raises(synth.SynthError, match="did not write"):
+        synth.write_synth_set("synth-doc", 3, 96, 0, out, workers=1, progress=False)
+    assert (out / "annotations" / "gt_img_0.txt").read_text() == "garbage\n"
+
+
+def test_synth_never_touches_a_real_dataset_in_its_out_folder(tmp_path):
+    """Issue 22, item 2: a folder holding a real ICDAR2015-style set with the generator's own file names."""
+    real = tmp_path / "real"
+    (real / "images").mkdir(parents=True)
+    (real / "annotations").mkdir()
+    for i in range(1, 21):
+        (real / "images" / f"img_{i}.jpg").write_bytes(b"real photo %d" % i)
+        (real / "annotations" / f"gt_img_{i}.txt").write_text(f"1,1,9,1,9,9,1,9,word{i}\n")
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    with pytest.raises(synth.SynthError, match="did not write") as e:
+        synth.write_synth_set("synth-ic15", 5, 96, 0, real, workers=1, progress=False)
+    assert str(real) in str(e.value)
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
 
 
 def test_other_arguments_regenerate(tmp_path):

@@ -1059,8 +1059,9 @@ def write_synth_set(preset, num: int, size=640, seed: int = 0, out=None, workers
     out/manifest.json (config hash of preset config + num/size/seed + generator version) is written last.
     Re-running with the same arguments returns at once when the manifest matches and every file is whole;
     an interrupted run (out/.synth_pending.json with the same hash) is completed, rendering only what is
-    missing; files of unknown provenance (no manifest, no pending marker) are re-rendered; a set made with
-    other arguments (manifest or pending marker with another hash) is deleted and regenerated."""
+    missing; a set made with other arguments (manifest or pending marker with another hash) is deleted and
+    regenerated. A folder with files but neither a manifest nor a pending marker is refused (SynthError): they
+    may be a real dataset, and nothing the kit did not write is deleted or overwritten."""
     cfg = _resolve(preset)
     if int(num) < 0:
         raise SynthError(f"num must be >= 0, got {num}")
@@ -1074,18 +1075,24 @@ def write_synth_set(preset, num: int, size=640, seed: int = 0, out=None, workers
     old, marker = _read_json(manifest), _read_json(pending)
     if old is not None and old.get("config_hash") == digest and all(_complete(*p) for p in paths):
         return out
+    if old is None and marker is None:  # no sign that this module wrote what is there: never touch it
+        foreign = sorted(str(p.relative_to(out)) for sub in ("images", "annotations") if (out / sub).is_dir()
+                         for p in (out / sub).iterdir())
+        if foreign:
+            raise SynthError(f"{out} holds {len(foreign)} files that tcm-kit synth did not write (e.g. "
+                             f"{foreign[0]}) and no manifest.json; give an empty or new --out folder")
     if (old is not None and old.get("config_hash") != digest) or (marker is not None and marker != digest):
         _clear_set(out)  # made with other arguments: regenerate from scratch
     trusted = marker == digest or (old is not None and old.get("config_hash") == digest)
-    manifest.unlink(missing_ok=True)
     for sub in ("images", "annotations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    _atomic_write(pending, lambda p: p.write_text(json.dumps(digest)))  # before the manifest goes: never neither
+    manifest.unlink(missing_ok=True)
     for sub in ("images", "annotations"):  # drop leftovers: temp files, indices beyond num
         for p in (out / sub).iterdir():
             m = _NAME_RE.match(p.name)
             if (p.name.endswith(".tmp") and p.name.startswith(".")) or (m and int(m[2] or m[4]) >= num):
                 p.unlink()
-    _atomic_write(pending, lambda p: p.write_text(json.dumps(digest)))
     todo = [i for i, p in enumerate(paths) if not (trusted and _complete(*p))]
     jobs = [(cfg, i, size_rec, int(seed), out) for i in todo]
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(jobs) or 1))
