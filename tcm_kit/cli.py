@@ -66,7 +66,8 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from .train import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.run, test_root=args.data, progress=not args.quiet)
+    result = evaluate_checkpoint(args.run, test_root=args.data, progress=not args.quiet, size=args.size)
+    print(f"test images resized to a long side of {result['test_size']} px")
     print(" ".join(f"{k}={result[k]:.4f}" for k in ("precision", "recall")))
     print(f"hmean={result['hmean']:.4f}")
     return 0
@@ -75,9 +76,18 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .train import predict_images
 
-    for png, txt in predict_images(args.run, args.images, args.out, progress=not args.quiet):
-        print(f"{png}  {txt}")
-    return 0
+    from .train import run_config
+
+    size = args.size or run_config(args.run).test_size
+    print(f"images resized to a long side of {size} px")
+    failed = 0
+    for png, txt in predict_images(args.run, args.images, args.out, progress=not args.quiet, size=size):
+        if png is None:
+            failed += 1
+            print(f"tcm-kit: skipped: {txt}", file=sys.stderr)
+        else:
+            print(f"{png}  {txt}")
+    return 1 if failed else 0
 
 
 def _cmd_pretrain(args) -> int:
@@ -116,6 +126,7 @@ def _add_train_args(t) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcm-kit", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reproduce", help="run the numbered notebooks headless and regenerate reports/")
@@ -143,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a finished run's checkpoint on its test split or another folder")
     e.add_argument("run", help="run folder (written by tcm-kit train)")
     e.add_argument("--data", default=None, help="annotated folder to test on (default: the run's test split)")
+    e.add_argument("--size", type=int, default=None,
+                   help="long side the test images are resized to (default: the run's test_size)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
@@ -150,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="run folder (written by tcm-kit train)")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--out", default="predictions")
+    pr.add_argument("--size", type=int, default=None,
+                    help="long side the images are resized to (default: the run's test_size)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
@@ -165,9 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_kit_error(e: BaseException) -> bool:
+    """An error of one of the kit's own families (AnnotationError, ClipWeightsError, CheckpointError, ...): its
+    message names the file (and line) and what to do, so the traceback adds nothing for a user."""
+    return any(c.__module__.startswith("tcm_kit.") and c.__name__.endswith(("Error", "Failed"))
+               for c in type(e).__mro__)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - only the kit's own families are turned into one line
+        if args.debug or not _is_kit_error(e):
+            raise
+        print(f"tcm-kit: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ the same config into the same folder resumes from `last.pt`; a finished run is n
 
 Data: a synthetic domain (`synth-*`) is generated on first use under data_dir()/<domain>/ with fixed data seeds
 per split (train 0, val 1, test 2), so runs with different training seeds see the same images. A real domain
-reads `<data_root>/{train,val,test}` (or train/test, the validation split then carved from train).
+reads `<data_root>/{train,val,test}`; every split is checked before the first step.
 
 Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K python -m tcm_kit.train ...` with
 DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank takes its share of every global batch.
@@ -116,6 +116,20 @@ class TrainConfig:
     # weights a run starts from are in run_hash already (clip_fingerprint)
     code_version: int = 11
 
+    def __post_init__(self):
+        if self.data_root is not None:  # one dataset, one identity, whatever the working directory
+            object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
+        counts = {k: getattr(self, k) for k in ("steps", "batch_size", "num_train", "num_val", "num_test",
+                                                "image_size", "train_size", "test_size", "ckpt_every")}
+        bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise TrainConfigError(f"these must be whole numbers >= 1: {bad}")
+        if not 0 < self.shot <= 1:
+            raise TrainConfigError(f"shot is a fraction of the training split in (0, 1], got {self.shot}")
+        if not self.lr > 0 or self.warmup_steps < 0 or self.num_workers < 0:
+            raise TrainConfigError(f"need lr > 0, warmup_steps >= 0, num_workers >= 0; got {self.lr}, "
+                                   f"{self.warmup_steps}, {self.num_workers}")
+
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
         """smoke: seconds (CI); cpu: minutes on 2 cores; full: the paper's setting on GPUs (real data)."""
@@ -146,11 +160,24 @@ class TrainConfig:
 
 
 def run_hash(cfg: TrainConfig) -> str:
-    """A run's identity (its folder name and cache key): the hash of the whole config and of the CLIP weights it
-    starts from (tcm_kit.clip.clip_fingerprint), so a new CLIP checkpoint never reuses a run trained on another."""
+    """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
+    starts from (tcm_kit.clip.clip_fingerprint) and, for a real domain, of its data folder's manifest
+    (data_fingerprint), so a new CLIP checkpoint or an edited dataset never reuses a run trained on another."""
     from .clip import clip_fingerprint
 
-    return config_hash({**dataclasses.asdict(cfg), "clip_fingerprint": clip_fingerprint(cfg.clip_weights)})
+    extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
+    if cfg.data_root is not None:
+        extra["data_fingerprint"] = data_fingerprint(cfg.data_root)
+    return config_hash({**dataclasses.asdict(cfg), **extra})
+
+
+def data_fingerprint(root) -> str:
+    """A manifest hash of a real dataset folder: every file's relative path, size and mtime, so that an annotation
+    fixed in place gives runs on it a new identity."""
+    root = Path(root)
+    entries = sorted((str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
+                     for p in root.rglob("*") if p.is_file() for st in [p.stat()])
+    return config_hash({"files": entries})
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -171,7 +198,8 @@ def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
                                f"and test/ sub-folders)")
     root = Path(cfg.data_root) / split
     if not root.is_dir():
-        raise TrainConfigError(f"{root} does not exist (domain {cfg.domain!r}, split {split!r})")
+        raise TrainConfigError(f"{root} does not exist (domain {cfg.domain!r}, split {split!r}): a real domain "
+                               "needs train/, val/ (thresholds are picked on it) and test/ folders")
     return root
 
 
@@ -375,6 +403,8 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
 
     if rank == 0:
         split_dir(cfg, "train", progress)  # generate once, before the other ranks read it
+        for split in ("val", "test"):  # a missing split fails now, not after the training
+            split_dir(cfg, split, progress)
     if world > 1:
         dist.barrier()
     train_root = split_dir(cfg, "train", progress=False)
@@ -474,11 +504,12 @@ def predict_folder(model, root, size: int, device: str = "cpu", batch_size: int 
 
 
 def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu", test_root=None,
-                 box_thresh: float | None = None) -> dict:
+                 box_thresh: float | None = None, size: int | None = None) -> dict:
     """Pick the box-score threshold on the validation split, then report P/R/hmean on the test split once.
 
     box_thresh: a threshold already picked on this run's validation split (e.g. result["box_thresh"]), so the
-    validation split is not predicted again (cross-domain tests)."""
+    validation split is not predicted again (cross-domain tests). size: the long side test images are resized to
+    (default cfg.test_size; the validation split, from the training domain, always at cfg.test_size)."""
     from .metrics import best_threshold_sweep, hmean_iou
 
     lo = min(cfg.box_thresholds)
@@ -490,42 +521,61 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
     else:
         best, val_hmean = float(box_thresh), None
     test_root = test_root or split_dir(cfg, "test", progress)
-    preds, gts = predict_folder(model, test_root, cfg.test_size, device, progress=progress, box_thresh=lo)
+    size = size or cfg.test_size
+    preds, gts = predict_folder(model, test_root, size, device, progress=progress, box_thresh=lo)
     kept = [[p for p, s in img if s >= best] for img in preds]
     m = hmean_iou(kept, gts)
     return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "box_thresh": best,
-            "val_hmean": val_hmean, "n_test": len(gts)}
+            "val_hmean": val_hmean, "n_test": len(gts), "test_size": size}
 
 
 
 # ---------------------------------------------------------------------------------------------------- finished runs
 
-def load_run(run_dir, device: str = "cpu"):
-    """(model in eval mode, config, result or None) of a run folder written by `train`."""
-    run_dir = Path(run_dir)
-    cfg_path, ckpt = run_dir / "config.json", run_dir / "last.pt"
-    for p in (cfg_path, ckpt):
-        if not p.exists():
-            raise CheckpointError(f"{p} not found: {run_dir} is not a (started) tcm-kit training run")
-    fields = json.loads(cfg_path.read_text())
+def run_config(run_dir) -> TrainConfig:
+    """The TrainConfig of a run folder written by `train` (its config.json)."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{cfg_path} not found: {run_dir} is not a (started) tcm-kit training run")
+    try:
+        fields = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}:{e.lineno}: not valid JSON ({e.msg}); the run's config is damaged") \
+            from None
     unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise CheckpointError(f"{cfg_path}: written by another version of tcm-kit (fields {unknown} are gone); "
                               "train the run again")
     fields["box_thresholds"] = tuple(fields["box_thresholds"])
     fields["scale_range"] = tuple(fields.get("scale_range", (0.5, 2.0)))
-    cfg = TrainConfig(**fields)
+    return TrainConfig(**fields)
+
+
+def load_run(run_dir, device: str = "cpu"):
+    """(model in eval mode, config, result or None) of a run folder written by `train`."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = run_dir / "last.pt"
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt} not found: {run_dir} is not a (started) tcm-kit training run")
     model = build_model(cfg, progress=False)
-    model.load_state_dict(load_checkpoint(ckpt, cfg)["model"])
+    ck = load_checkpoint(ckpt, cfg)
+    model.load_state_dict(ck["model"])
     done = run_dir / "result.json"
+    if not done.exists():
+        import warnings
+
+        warnings.warn(f"{run_dir} is unfinished: its checkpoint is at step {ck['step']} of {cfg.steps} "
+                      "(run `tcm-kit train` with the same arguments to finish it)", stacklevel=2)
     return model.to(device).eval(), cfg, (json.loads(done.read_text()) if done.exists() else None)
 
 
-def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: str = "cpu") -> dict:
+def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: str = "cpu",
+                        size: int | None = None) -> dict:
     """Re-evaluate a run: threshold picked on its validation split, P/R/hmean on `test_root` (default: its test
-    split)."""
+    split) with its images' long side resized to `size` (default: the run's test_size)."""
     model, cfg, _ = load_run(run_dir, device)
-    return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root)
+    return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root, size=size)
 
 
 def output_names(paths: list) -> list[str]:
@@ -543,11 +593,12 @@ def output_names(paths: list) -> list[str]:
     raise CheckpointError(f"the same image is given twice: {sorted({str(p) for p in paths if paths.count(p) > 1})}")
 
 
-def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu"):
-    """Detect text in image files: yields (png with the polygons drawn, ICDAR2015 result txt) per image."""
+def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None):
+    """Detect text in image files: yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
+    (None, why) for an image that cannot be read, and goes on with the next."""
     import cv2
 
-    from .data.transforms import pad_to_multiple, read_image, resize_long_side, to_tensor
+    from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_long_side, to_tensor
 
     model, cfg, result = load_run(run_dir, device)
     box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
@@ -561,8 +612,12 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
                 raise CheckpointError(f"{target}: the prediction would overwrite an input image; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, name in tqdm(list(zip(paths, names)), desc="predict", disable=not progress):
-        image = read_image(path)
-        small, _, scale = resize_long_side(image, [], cfg.test_size)
+        try:
+            image = read_image(path)
+        except CorruptImageError as e:
+            yield None, str(e)
+            continue
+        small, _, scale = resize_long_side(image, [], size or cfg.test_size)
         x = to_tensor(pad_to_multiple(small, 32))[None].to(device)
         dets = model.predict(x, scale=1.0 / scale, box_thresh=box_thresh)[0]
         canvas = image.copy()

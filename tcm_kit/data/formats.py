@@ -111,6 +111,18 @@ def _write_lines(path, lines):
 # ---------------------------------------------------------------------------------------------- ICDAR2015
 
 
+def _leading_numbers(text: str) -> int:
+    """How many comma-separated fields at the start of `text` are numbers."""
+    k = 0
+    for f in text.split(","):
+        try:
+            float(f)
+        except ValueError:
+            break
+        k += 1
+    return k
+
+
 def read_icdar2015(path) -> list[Instance]:
     """`x1,y1,...,x4,y4,transcription` per line; the transcription may contain commas; `###` = don't care."""
     out = []
@@ -119,6 +131,11 @@ def read_icdar2015(path) -> list[Instance]:
         if len(parts) < 8:
             raise AnnotationError(path, i, f"expected 8 coordinates and a transcription, got {len(parts)} fields")
         text = parts[8] if len(parts) == 9 else ""
+        extra = _leading_numbers(text)
+        if extra >= 2 and extra % 2 == 0 and len(text.split(",")) > extra:
+            raise AnnotationError(path, i, f"{8 + extra} coordinates before the transcription "
+                                  f"{text.split(',')[extra]!r}: a polygon, but ICDAR2015 lines hold quads (4 points); "
+                                  "write polygons in the Total-Text or MMOCR JSON format")
         poly = _polygon(_numbers(parts[:8], path, i), path, i)
         out.append(Instance(poly, text, text in IGNORE_TEXTS))
     return out
@@ -267,7 +284,14 @@ def _mmocr_instance(d, path, where) -> Instance:
         poly = _polygon(_numbers([str(v) for v in flat], path, 0), path, 0)
     except AnnotationError as e:
         raise AnnotationError(path, 0, f"{where}: {e.why}") from None
-    return Instance(poly, str(d.get("text", "")), bool(d.get("ignore", False)))
+    ignore, text = d.get("ignore", False), d.get("text", "")
+    if not isinstance(ignore, bool) and ignore not in (0, 1):
+        raise AnnotationError(path, 0, f"{where}.ignore: expected true or false, got {ignore!r}")
+    if text is None:
+        text = ""  # no transcription given
+    if not isinstance(text, str):
+        raise AnnotationError(path, 0, f"{where}.text: expected a string or null, got {text!r}")
+    return Instance(poly, text, bool(ignore))
 
 
 def read_mmocr_json(path, data_root=None) -> list[tuple[Path, list[Instance]]]:
@@ -284,7 +308,10 @@ def read_mmocr_json(path, data_root=None) -> list[tuple[Path, list[Instance]]]:
     for k, item in enumerate(doc["data_list"]):
         if not isinstance(item, dict) or not isinstance(item.get("img_path"), str):
             raise AnnotationError(path, 0, f"data_list[{k}]: missing 'img_path'")
-        insts = item.get("instances", [])
+        if "instances" not in item:
+            raise AnnotationError(path, 0, f"data_list[{k}] ({item['img_path']}): no 'instances' key (an image "
+                                  "without text has \"instances\": [])")
+        insts = item["instances"]
         if not isinstance(insts, list):
             raise AnnotationError(path, 0, f"data_list[{k}].instances: expected a list")
         out.append((base / item["img_path"],
