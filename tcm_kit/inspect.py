@@ -374,6 +374,8 @@ class PromptExplorer:
     is rendered to a PNG inside an `ipywidgets.Image`, so it also works headless (papermill, nbval).
     """
 
+    DPI = 90  # display pixels per figure inch
+
     def __init__(self, models: dict, tokenizer, images: dict, prompt: str = "Text", size: int | None = None):
         import ipywidgets as W
 
@@ -395,8 +397,10 @@ class PromptExplorer:
         fig = plot_similarity_grid(self.models, self.tokenizer, {name: self.images[name]}, [self.text.value],
                                    self.size)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
+        fig.savefig(buf, format="png", dpi=2 * self.DPI)  # twice the pixels of its shown size: sharp on HiDPI
         self.view.value = buf.getvalue()
+        w, h = fig.get_size_inches() * self.DPI
+        self.view.layout.width, self.view.layout.height = f"{w:.0f}px", f"{h:.0f}px"  # shown at its own size
         self.figure = fig
         return fig
 

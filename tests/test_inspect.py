@@ -177,3 +177,16 @@ def test_prompt_explorer_redraws_on_change(tiny):
     ex.choice.value = "two"
     assert ex.figure.axes[0].get_images()[0].get_array().shape[:2] == (64, 96)
     assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
+
+
+def test_prompt_explorer_shows_its_map_at_the_size_it_was_drawn(tiny):
+    """Issue 22, item 16: the PNG was stretched to the notebook's width, so it looked blurry."""
+    import io
+
+    from PIL import Image
+
+    model, tok = tiny
+    ex = ins.prompt_explorer({"m": model}, tok, {"one": _image(64, 64)})
+    png = Image.open(io.BytesIO(ex.view.value))
+    shown_w = float(ex.view.layout.width.removesuffix("px"))
+    assert abs(png.width - 2 * shown_w) <= 2  # 2x pixels for the width it is shown at, never stretched
