@@ -24,8 +24,10 @@ def test_tcm_parts_times_every_part_against_dbnet():
     assert by["forward dbnet"]["x_dbnet"] == pytest.approx(1.0)
     # only the TCM parts (and the head's extra input channel) are shares of TCM's overhead
     assert by["image encoder"]["overhead_share"] is None and by["forward tcm-dbnet"]["overhead_share"] is None
-    if by["forward tcm-dbnet"]["ms"] > by["forward dbnet"]["ms"]:
-        assert by["visual prompt"]["overhead_share"] > 0
+    over = by["forward tcm-dbnet"]["ms"] - by["forward dbnet"]["ms"]
+    for part in ("attention pool", "text side", "visual prompt", "matching"):  # a share of TCM's extra time
+        want = by[part]["ms"] / over if over > 0 else None
+        assert by[part]["overhead_share"] == (pytest.approx(want) if want is not None else None)
 
 
 def test_gpu_benchmark_script_runs_and_reports_the_device(tmp_path, monkeypatch):

@@ -41,6 +41,13 @@ def test_numbered_notebooks_order(tmp_path):
     assert [p.name for p in numbered_notebooks(tmp_path)] == ["00_a.ipynb", "01_b.ipynb", "03_c.ipynb"]
 
 
-def test_cli_parses_reproduce_profile():
-    args = build_parser().parse_args(["reproduce", "--profile", "smoke"])
-    assert args.profile == "smoke" and args.func.__name__ == "_cmd_reproduce"
+def test_cli_reproduce_runs_the_notebooks_of_its_profile(monkeypatch):
+    import tcm_kit.reproduce as R
+    from tcm_kit.cli import main
+
+    calls = []
+    monkeypatch.setattr(R, "run_notebooks", lambda **kw: calls.append(kw) or [])
+    assert main(["reproduce", "--profile", "smoke", "--quiet"]) == 0
+    assert calls == [{"profile": "smoke", "progress": False}]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reproduce", "--profile", "huge"])
