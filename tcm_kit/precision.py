@@ -22,10 +22,10 @@ __all__ = ["native_bf16", "precision_for", "autocast"]
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Cooper Lake / Sapphire Rapids on), ARMv8.6 bf16
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo ('flags' on x86, 'Features' on ARM); empty where unreadable."""
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags of `cpuinfo` ('flags' on x86, 'Features' on ARM); empty where unreadable."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip().lower() in ("flags", "features"):

@@ -36,11 +36,12 @@ def test_cuda_is_always_bf16_and_unknown_systems_fp32(monkeypatch):
     assert precision.precision_for("cpu") == "fp32"
 
 
-def test_cpu_flags_are_read_from_cpuinfo():
-    flags = precision._cpu_flags()
-    assert isinstance(flags, set)
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        pytest.skip("no /proc/cpuinfo")
-    assert ("avx2" in flags) == (" avx2" in text or "\tavx2" in text) or not flags
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu avx2\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\nCPU implementer\t: 0x41\n")
+    assert precision._cpu_flags(str(x86)) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert "bf16" in precision._cpu_flags(str(arm))
+    assert precision._cpu_flags(str(tmp_path / "missing")) == set()
