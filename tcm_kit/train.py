@@ -325,12 +325,6 @@ def train(cfg: TrainConfig, out_dir, progress: bool = True, device: str | None =
     Returns the result dict (also written to out_dir/result.json); under DDP, ranks other than 0 return {}.
     """
     out_dir = Path(out_dir)
-    done = out_dir / "result.json"
-    if done.exists():
-        result = json.loads(done.read_text())
-        if result.get("config_hash") == run_hash(cfg):
-            return result
-        raise CheckpointError(f"{out_dir} holds a finished run of another config; use another out folder")
     rank, _ = _dist_env()
     with _run_lock(out_dir, rank):
         return _train_locked(cfg, out_dir, progress, device)
@@ -360,7 +354,7 @@ def _run_lock(out_dir: Path, rank: int):
 
 def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str | None) -> dict:
     done = out_dir / "result.json"
-    if done.exists():  # finished by the run that held the lock before us
+    if done.exists():  # a finished run is returned, never retrained
         result = json.loads(done.read_text())
         if result.get("config_hash") == run_hash(cfg):
             return result
