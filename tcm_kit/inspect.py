@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tcm_kit.clip import CLIP_MEAN, CLIP_STD, create_clip, dense_features
+from tcm_kit.probe import PROBE_SIZES
 
 __all__ = [
     "InspectError", "DEFAULT_PROMPTS", "PROFILE_SETTINGS", "settings_for", "to_clip_batch", "fit_to_stride",
@@ -26,11 +27,11 @@ __all__ = [
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
 
 # per profile: probe scenes for evaluate_prior (n scenes at each (width, height)) and the side of the inspected
-# scenes; the cpu sizes are those of the released CLIP's record (tcm_kit.release.PROBE_SIZES)
+# scenes; cpu and full probe at the sizes of the released CLIP's record
 PROFILE_SETTINGS = {
     "smoke": dict(probe_n=32, probe_sizes=((128, 128),), image_size=256),
-    "cpu": dict(probe_n=256, probe_sizes=((256, 256), (512, 512), (1280, 720)), image_size=384),
-    "full": dict(probe_n=256, probe_sizes=((256, 256), (512, 512), (1280, 720)), image_size=512),
+    "cpu": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=384),
+    "full": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=512),
 }
 
 

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from tcm_kit.clip import CLIP_MEAN, CLIP_STD, dense_features
 
-__all__ = ["ProbeScene", "draw_probe_scene", "roc_auc", "cell_coverage", "evaluate_prior", "PROBE_WORDS"]
+__all__ = ["ProbeScene", "draw_probe_scene", "roc_auc", "cell_coverage", "evaluate_prior", "PROBE_WORDS",
+           "PROBE_SIZES"]
 
 # words of the probe set (not the generator's list): everyday nouns/verbs, shop-sign words, codes
 PROBE_WORDS = (
@@ -36,6 +37,10 @@ PROBE_WORDS = (
     "royal super metro city central station avenue street plaza tower bridge museum library pharmacy "
     "coffee bread pizza sushi books music games tools paint shoes"
 ).split()
+
+# the probe sizes of the released CLIP's record and of the cpu profile's notebook 00: the kit's 256 px probe,
+# 512 px, and the size of an ICDAR2015 photo (1280 x 720, padded to 736)
+PROBE_SIZES = ((256, 256), (512, 512), (1280, 720))
 
 _BACKGROUNDS = ("solid", "linear", "radial", "noise", "photo", "stripes")
 # scikit-image sample photos that tcm_kit.data.synth does not use (and that hold no text)

@@ -23,13 +23,11 @@ import torch
 from tcm_kit.clip import (RELEASED_CLIP, ClipWeightsError, _load_from_path, file_sha256, load_state_dict_file,
                           save_kit_checkpoint)
 from tcm_kit.inspect import prior_table
+from tcm_kit.probe import PROBE_SIZES
 
 __all__ = ["export_release", "PROBE_SIZES", "cpu_name"]
 
-# the probe of issue 19: 256 held-out scenes at 256 px (the kit's probe), at 512 px, and at the size of an
-# ICDAR2015 photo (1280 x 720, padded to 736)
-PROBE_SIZES = ((256, 256), (512, 512), (1280, 720))
-PROBE_N, PROBE_SEED = 256, 1234
+PROBE_N, PROBE_SEED = 256, 1234  # held-out scenes per size of tcm_kit.probe.PROBE_SIZES
 
 
 def cpu_name() -> str:
