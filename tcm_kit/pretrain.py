@@ -31,7 +31,7 @@ from tcm_kit.utils import config_hash, git_commit
 __all__ = ["PretrainConfig", "PretrainError", "GENERIC_TEXT_CAPTIONS", "pretrain", "scene_batch", "clip_loss", "read_log", "work_dir",
            "evaluate_contrastive", "evaluate_prior"]
 
-PROFILES = ("smoke", "cpu", "release", "full")
+PROFILES = ("smoke", "cpu", "release-base", "release", "full")
 
 
 class PretrainError(ValueError):
@@ -64,6 +64,9 @@ class PretrainConfig:
     # word(s) (a random crop for text-free scenes) and resized to `size`: words keep their pixel size while the
     # network sees small inputs (cheap), and local crops tie cells to the caption. (1, 1): whole scenes.
     scene_scale: tuple = (1.5, 2.5)
+    # a second stage: start from the finished checkpoint of this recipe (trained first if absent), with a fresh
+    # optimiser and its own warm-up and cosine; the checkpoint's log, wall time and commits are both stages'
+    init: "PretrainConfig | None" = None
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -74,16 +77,22 @@ class PretrainConfig:
             raise PretrainError(f"sizes must be multiples of 32, got {self.sizes}")
         if len(self.scene_scale) != 2 or not 1.0 <= self.scene_scale[0] <= self.scene_scale[1]:
             raise PretrainError(f"scene_scale must be (lo, hi) with 1 <= lo <= hi, got {self.scene_scale}")
+        if self.init is not None and (not isinstance(self.init, PretrainConfig) or self.init.model != self.model):
+            raise PretrainError(f"init must be a PretrainConfig of the same model ({self.model}), got {self.init!r}")
 
     @classmethod
     def for_profile(cls, profile: str, **overrides) -> "PretrainConfig":
         """smoke: < 1 min (CI, notebooks under nbval); cpu: a small recipe that re-trains from scratch in minutes;
-        release: the recipe of the released embedded CLIP (tcm_kit/weights/, hours on 2 cores, in parts);
-        full: a GPU budget. Precision is not a recipe's: it follows the hardware (tcm_kit.precision)."""
+        release: the recipe of the released embedded CLIP (tcm_kit/weights/, hours on 2 cores, in parts): stage 1
+        (`release-base`, 96-224 px crops) then stage 2 at larger inputs from larger scenes, so that words and
+        clutter are also seen at the pixel sizes of 512 px and 1280 x 720 photos; full: a GPU budget. Precision is not a recipe's: it follows the hardware (tcm_kit.precision)."""
+        release_base = dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=2500, warmup_steps=50)
         base = {
             "smoke": dict(steps=80, batch_size=16, sizes=(64, 96), warmup_steps=4),
             "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=1000),
-            "release": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=2500, warmup_steps=50),
+            "release-base": release_base,
+            "release": dict(sizes=(160, 224, 288), generic_caption_p=0.7, steps=1000, warmup_steps=50, lr=5e-4,
+                            scene_scale=(1.0, 3.5), seed=1, init=cls(profile="release-base", **release_base)),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
                          lr=5e-4),
         }
@@ -244,11 +253,12 @@ def _lr_lambda(cfg: PretrainConfig):
 # the run
 
 
-def checkpoint_path(profile: str) -> Path:
+def checkpoint_path(profile: "str | PretrainConfig") -> Path:
     """Where `tcm-kit pretrain --profile P` writes by default: data_dir()/clip/<config hash of P>.pt."""
     from tcm_kit.utils import data_dir
 
-    return data_dir() / "clip" / f"{config_hash(PretrainConfig.for_profile(profile))}.pt"
+    cfg = profile if isinstance(profile, PretrainConfig) else PretrainConfig.for_profile(profile)
+    return data_dir() / "clip" / f"{config_hash(cfg)}.pt"
 
 
 def work_dir(out_path: Path) -> Path:
@@ -321,6 +331,15 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
     state_path, log_path = wd / "state.pt", wd / "log.csv"
 
     start, elapsed, precisions, commits = 0, 0.0, [], []
+    base = None  # stage 1's record (cfg.init): its log, wall time, commits and precisions lead this run's
+    if cfg.init is not None:
+        base_path = pretrain(cfg.init, checkpoint_path(cfg.init), progress=progress, workers=workers,
+                             ckpt_every=ckpt_every, device=device)
+        base_sd, base = load_state_dict_file(base_path)
+        if not state_path.exists():
+            model.load_state_dict(base_sd)
+        commits = [base["git_commit"]] if base.get("git_commit") else []  # may hold "+dirty": kept whole
+        precisions = [p for p in (base.get("amp") or "").split("+") if p]
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         if state.get("config_hash") != h:
@@ -331,7 +350,7 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"].cpu())
         start, elapsed = state["step"], state["elapsed"]
-        precisions, commits = state.get("precisions", []), state.get("commits", [])
+        precisions, commits = state.get("precisions", precisions), state.get("commits", commits)
     if precision not in precisions:
         precisions.append(precision)  # a run resumed on other hardware records both
     if git_commit() not in commits:
@@ -392,8 +411,13 @@ def _run(cfg, h, out_path, wd, progress, workers, ckpt_every, stop_after, device
         save_state(end)
         return
     wall = elapsed + time.perf_counter() - t0
+    log, steps = read_log(out_path), cfg.steps
+    if base is not None:  # one curve over both stages, stage 2's steps after stage 1's
+        log = list(base.get("log") or []) + [{**r, "step": r["step"] + base["steps"],
+                                               "time": r["time"] + base["wall_time_s"]} for r in log]
+        wall, steps = wall + base["wall_time_s"], steps + base["steps"]
     save_kit_checkpoint(model.cpu().eval(), out_path, pretrain_config=dataclasses.asdict(cfg), config_hash=h,
-                        log=read_log(out_path), wall_time_s=wall, steps=cfg.steps, git_commit="+".join(commits),
+                        log=log, wall_time_s=wall, steps=steps, git_commit="+".join(commits),
                         amp="+".join(precisions))
     state_path.unlink(missing_ok=True)
 

@@ -238,3 +238,34 @@ def test_caption_crop_keeps_the_quoted_words_whole():
     assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
     with pytest.raises(pretrain.PretrainError, match="scene_scale"):
         PretrainConfig(scene_scale=(0.5, 2.0))
+
+
+def test_a_second_stage_starts_from_its_init_and_keeps_both_stages_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "data"))
+    stage1 = PretrainConfig.for_profile("smoke", **TINY)
+    stage2 = PretrainConfig.for_profile("smoke", **{**TINY, "steps": 2, "seed": 1}, init=stage1)
+    assert config_hash(stage2) != config_hash(dataclasses.replace(stage2, init=None))
+    out = pretrain.pretrain(stage2, tmp_path / "s2.pt", progress=False, workers=0)
+    base = pretrain.checkpoint_path(stage1)
+    assert base.exists()  # stage 1 was trained first, where its own profile would write it
+    sd1, kit1 = _weights(base)
+    sd2, kit2 = _weights(out)
+    assert kit2["steps"] == kit1["steps"] + 2 and kit2["wall_time_s"] > kit1["wall_time_s"]
+    assert [r["step"] for r in kit2["log"]] == list(range(kit1["steps"] + 2))
+    assert kit2["log"][:kit1["steps"]] == kit1["log"]
+    assert kit2["git_commit"] == kit1["git_commit"]  # one commit ran both stages
+    # stage 2 trained on from stage 1's weights: the same from stage 1 loaded by hand, not from a fresh init
+    torch.manual_seed(stage2.seed)
+    scratch = pretrain.pretrain(dataclasses.replace(stage2, init=None), tmp_path / "scratch.pt", progress=False,
+                                workers=0)
+    sd_s, _ = _weights(scratch)
+    assert not all(torch.equal(sd2[k], sd_s[k]) for k in sd2)
+    with pytest.raises(PretrainError, match="init"):
+        PretrainConfig.for_profile("smoke", init="release-base")
+
+
+def test_the_release_recipe_is_stage_two_of_release_base():
+    rel = PretrainConfig.for_profile("release")
+    assert rel.init == PretrainConfig.for_profile("release-base")
+    assert max(rel.sizes) > max(rel.init.sizes) and rel.scene_scale[1] > rel.init.scene_scale[1]
+    assert rel.seed != rel.init.seed  # stage 2 sees other scenes
