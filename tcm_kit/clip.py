@@ -41,8 +41,8 @@ except ImportError:  # pragma: no cover - only while transforms.py is being writ
     CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 __all__ = [
-    "EMBEDDED_MODEL_NAME", "CLIP_MEAN", "CLIP_STD", "ClipWeightsError", "ClipInputError", "DenseFeatures",
-    "load_clip", "create_clip", "build_preprocess", "load_state_dict_file", "dense_features",
+    "EMBEDDED_MODEL_NAME", "DENSE_ATTENTION", "CLIP_MEAN", "CLIP_STD", "ClipWeightsError", "ClipInputError",
+    "DenseFeatures", "load_clip", "create_clip", "build_preprocess", "load_state_dict_file", "dense_features",
     "encode_text_from_embeddings", "eot_index", "interpolate_pos_embed",
 ]
 
@@ -386,33 +386,43 @@ def _load_from_path(path: Path):
 # dense features and the text encoder fed with embeddings
 
 
-def interpolate_pos_embed(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Attention-pool positional embedding (1 + g*g, C) -> (1 + h*w, C), bicubic on the g x g grid."""
+def interpolate_pos_embed(pos: torch.Tensor, h: int, w: int, mode: str = "bicubic") -> torch.Tensor:
+    """Attention-pool positional embedding (1 + g*g, C) -> (1 + h*w, C), interpolated on the g x g grid.
+
+    mode: "bicubic" (open_clip's resize of CLIP position embeddings; the kit's probes and pre-training) or
+    "bilinear" (the TCM authors' AttentionPool2d.forward)."""
     g = round((pos.shape[0] - 1) ** 0.5)
     if (h, w) == (g, g):
         return pos
     cls, grid = pos[:1], pos[1:]  # (1, C), (g*g, C)
     grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, C, g, g)
-    grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False).to(pos.dtype)
+    grid = F.interpolate(grid.float(), size=(h, w), mode=mode, align_corners=False).to(pos.dtype)
     return torch.cat([cls, grid.flatten(2)[0].T], dim=0)  # (1 + h*w, C)
 
 
-def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
+def _pool_tokens(pool: AttentionPool2d, x: torch.Tensor, pos_mode: str) -> torch.Tensor:
+    """x (B, C, h, w) -> tokens [mean; pixels] + positional embedding (B, 1+hw, C)."""
+    B, C, h, w = x.shape
+    x = x.reshape(B, C, h * w).transpose(1, 2)  # (B, hw, C)
+    x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1+hw, C)
+    return x + interpolate_pos_embed(pool.positional_embedding, h, w, pos_mode).to(x.dtype)
+
+
+def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor, pos_mode: str = "bicubic"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The value path (MaskCLIP): x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
 
     global_feat is AttentionPool2d.forward's output (the mean token, plus the positional embedding interpolated
-    to (h, w), attends to all tokens); every spatial token also goes through v_proj then c_proj.
-    Same values, fewer operations: only the mean token's query is used, and it is folded into the key projection
-    (per head, q_h·(W_k,h x + b_k,h) = (W_k,hᵀ q_h)·x + q_h·b_k,h), so no key is projected; the pooled value is
-    W_v,h (Σ_j a_hj x_j) + b_v,h (the attention weights sum to 1), so only the spatial tokens go through v_proj.
-    Token projections: 1 (h·w tokens) instead of AttentionPool2d's 3 (1 + h·w tokens), no (1+hw)^2 attention.
+    to (h, w), attends to all tokens); every spatial token goes through v_proj then c_proj, with no attention.
+    Same global values, fewer operations: only the mean token's query is used, and it is folded into the key
+    projection (per head, q_h·(W_k,h x + b_k,h) = (W_k,hᵀ q_h)·x + q_h·b_k,h), so no key is projected; the pooled
+    value is W_v,h (Σ_j a_hj x_j) + b_v,h (the attention weights sum to 1), so only the spatial tokens go through
+    v_proj. Token projections: 1 (h·w tokens) instead of 3 (1 + h·w tokens), no (1+hw)^2 attention.
     """
     B, C, h, w = x.shape
     heads = pool.num_heads
     dh = C // heads
-    x = x.reshape(B, C, h * w).transpose(1, 2)  # (B, hw, C)
-    x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1+hw, C)
-    x = x + interpolate_pos_embed(pool.positional_embedding, h, w).to(x.dtype)  # (B, 1+hw, C)
+    x = _pool_tokens(pool, x, pos_mode)  # (B, 1+hw, C)
     q = pool.q_proj(x[:, 0]).reshape(B, heads, dh) * dh ** -0.5  # (B, heads, dh), scaled as in attention
     wk = pool.k_proj.weight.reshape(heads, dh, C).to(q.dtype)
     u = torch.einsum("bhd,hdc->bhc", q, wk)  # (B, heads, C): the query folded into the key projection
@@ -428,12 +438,43 @@ def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor) -> tuple[torch.Tensor
     return dense, glob
 
 
-def dense_features(model, images: torch.Tensor) -> DenseFeatures:
-    """images (B, 3, H, W), H and W divisible by 32, normalised with CLIP_MEAN/CLIP_STD -> DenseFeatures."""
+def attnpool_full(pool: AttentionPool2d, x: torch.Tensor, pos_mode: str = "bilinear"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full attention (DenseCLIP, TCM): x (B, C, h, w) -> (visual_embeddings (B, D, h, w), global_feat (B, D)).
+
+    Every token of [mean; pixels] (+ positional embedding) is a query over all tokens (multi-head, no mask),
+    then c_proj: the mean token's output is the global feature (as AttentionPool2d.forward), each pixel's
+    output is its embedding. Official: ocrclip/ocrclip/models.py:81-115 (bilinear positional embedding)."""
+    B, C, h, w = x.shape
+    heads = pool.num_heads
+    t = _pool_tokens(pool, x, pos_mode)  # (B, 1+hw, C)
+
+    def split(z):  # (B, N, C) -> (B, heads, N, C/heads)
+        return z.reshape(B, -1, heads, C // heads).transpose(1, 2)
+
+    q, k, v = split(pool.q_proj(t)), split(pool.k_proj(t)), split(pool.v_proj(t))
+    o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, 1+hw, C/heads)
+    o = pool.c_proj(o.transpose(1, 2).reshape(B, -1, C))  # (B, 1+hw, D)
+    return o[:, 1:].transpose(1, 2).reshape(B, -1, h, w), o[:, 0]  # (B, D, h, w), (B, D)
+
+
+DENSE_ATTENTION = ("value", "full")
+
+
+def dense_features(model, images: torch.Tensor, attention: str = "value", pos_mode: str | None = None
+                   ) -> DenseFeatures:
+    """images (B, 3, H, W), H and W divisible by 32, normalised with CLIP_MEAN/CLIP_STD -> DenseFeatures.
+
+    attention: how the attention pool makes the pixel embeddings: "value" (attnpool_dense, MaskCLIP's value path:
+    the kit's probes and pre-training) or "full" (attnpool_full: DenseCLIP / the TCM authors' code). The global
+    feature is the same either way. pos_mode: the positional embedding's interpolation (None: bicubic for
+    "value", bilinear for "full", as in open_clip and in the authors' code)."""
     visual = getattr(model, "visual", None)
     if not isinstance(visual, ModifiedResNet):
         raise ClipInputError(f"dense_features needs a CLIP with a ModifiedResNet image encoder, got "
                              f"{type(visual).__name__}")
+    if attention not in DENSE_ATTENTION:
+        raise ClipInputError(f"attention must be one of {DENSE_ATTENTION}, got {attention!r}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ClipInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     H, W = images.shape[-2:]
@@ -444,7 +485,10 @@ def dense_features(model, images: torch.Tensor) -> DenseFeatures:
     s2 = visual.layer2(s1)  # (B, 8w, H/8, W/8)
     s3 = visual.layer3(s2)  # (B, 16w, H/16, W/16)
     s4 = visual.layer4(s3)  # (B, 32w, H/32, W/32)
-    emb, glob = attnpool_dense(visual.attnpool, s4)  # (B, D, H/32, W/32), (B, D)
+    if attention == "full":
+        emb, glob = attnpool_full(visual.attnpool, s4, pos_mode or "bilinear")
+    else:
+        emb, glob = attnpool_dense(visual.attnpool, s4, pos_mode or "bicubic")  # (B, D, H/32, W/32), (B, D)
     return DenseFeatures([s1, s2, s3, s4], emb, glob)
 
 

@@ -9,8 +9,11 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from tcm_kit.clip import encode_text_from_embeddings
+
+PROMPT_INITS = ("official", "prior")
 
 
 class PromptError(ValueError):
@@ -32,16 +35,20 @@ class PromptLearner(nn.Module):
 
     Token sequence fed to the frozen text encoder (learnable=True):  [SOT, c_1..c_n, w_1..w_m, EOT, pad...]
     learnable=False gives the fixed prompt:                           [SOT, w_1..w_m, EOT, pad...]
-    An optional per-image cue (B,D) is added to every prompt token (the context vectors and the word tokens,
-    before the positional embedding), which makes the text embedding image-conditioned.
+    An optional cue (B,D) is added to every token, SOT and EOT included, before the positional embedding
+    (official: ocrclip/ocrclip/models.py:1030-1036), which makes the text embedding image-conditioned.
+    init: "official" draws the contexts trunc_normal with std 1 (official: ocrclip/ocrclip/ocrclip.py:152-153);
+    "prior" with std 0.02 (CoOp's scale), so that at step 0 the prompt is close to the bare class words.
 
     forward(clip, cue=None) -> (1,K,C) without a cue, (B,K,C) with one. The clip is passed in (not stored) so that
     its frozen text tower is owned by one module only (TCM).
     """
 
     def __init__(self, clip: nn.Module, prompt: str | Sequence[str] = "Text", n_ctx: int = 4,
-                 learnable: bool = True, tokenizer: Callable | None = None, ctx_init_std: float = 0.02):
+                 learnable: bool = True, tokenizer: Callable | None = None, init: str = "official"):
         super().__init__()
+        if init not in PROMPT_INITS:
+            raise PromptError(f"init must be one of {PROMPT_INITS}, got {init!r}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or any(not p.strip() for p in prompts):
             raise PromptError(f"prompt must be a non-empty string (or strings), got {prompt!r}")
@@ -66,12 +73,10 @@ class PromptLearner(nn.Module):
         # ids after SOT, shortened so that SOT + n_ctx + the rest is exactly L tokens
         self.register_buffer("prefix_ids", ids[:, :1].clone(), persistent=False)  # (K,1)
         self.register_buffer("suffix_ids", ids[:, 1:L - self.n_ctx].clone(), persistent=False)  # (K,L-1-n)
-        word_mask = torch.zeros(len(prompts), L - 1 - self.n_ctx)  # 1 on the class words of the suffix
-        for k, m in enumerate(n_words.tolist()):
-            word_mask[k, :m] = 1.0
-        self.register_buffer("word_mask", word_mask, persistent=False)
         self.register_buffer("eot_idx", n_words + 1 + self.n_ctx, persistent=False)  # (K,)
-        self.ctx = nn.Parameter(torch.randn(self.n_ctx, D) * ctx_init_std) if learnable else None  # (n,D)
+        self.ctx = nn.Parameter(torch.empty(self.n_ctx, D)) if learnable else None  # (n,D)
+        if self.ctx is not None:
+            nn.init.trunc_normal_(self.ctx, std=1.0 if init == "official" else 0.02)
 
     @property
     def num_prompts(self) -> int:
@@ -88,12 +93,10 @@ class PromptLearner(nn.Module):
             parts_mid.append(self.ctx[None, None].expand(1, K, -1, -1))  # (1,K,n,D)
         parts_mid.append(suffix[None])  # (1,K,L-1-n,D)
         mid = torch.cat(parts_mid, dim=2)  # (1,K,L-1,D)
+        x = torch.cat([prefix[None], mid], dim=2)  # (1,K,L,D)
         if cue is not None:
-            # add cc to the context vectors and the class words only (not SOT, EOT, padding)
-            on = torch.cat([mid.new_ones(K, self.n_ctx), self.word_mask.to(mid.dtype)], dim=1)  # (K,L-1)
-            mid = mid + cue[:, None, None, :] * on[None, :, :, None]  # (B,K,L-1,D)
-        prefix = prefix[None].expand(mid.shape[0], -1, -1, -1)  # (B',K,1,D)
-        return torch.cat([prefix, mid], dim=2)  # (B',K,L,D)
+            x = x + cue[:, None, None, :]  # (B,K,L,D): every token, SOT and EOT included
+        return x
 
     def forward(self, clip: nn.Module, cue: torch.Tensor | None = None) -> torch.Tensor:
         # The text encoder is causal: the EOT token's output depends only on the tokens up to it, so the padding
@@ -106,27 +109,69 @@ class PromptLearner(nn.Module):
 
 
 class LanguagePromptGenerator(nn.Module):
-    """cc = LN(ReLU(LN(Ī) W1 + b1)) W2 + b2: the image's global feature (B,C) -> a cue (B,D) for the prompt."""
+    """cc = LN(ReLU(LN(q) W1 + b1)) W2 + b2: a query (B,C) -> a cue (B,D) for the prompt.
 
-    def __init__(self, c: int, d: int):
+    The query is the image's global feature (TCM) or a learned vector (FastTCM). Linear weights trunc_normal
+    std 0.02, biases 0 (official: ocrclip/ocrclip/models.py:1102-1136); zero_last=True zero-initialises the last
+    Linear, so that cc = 0 at step 0 (the kit's "prior" init)."""
+
+    def __init__(self, c: int, d: int, zero_last: bool = False):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c), nn.ReLU(inplace=True), nn.LayerNorm(c),
                                  nn.Linear(c, d))
+        self.apply(_init_official)
+        if zero_last:
+            nn.init.zeros_(self.net[-1].weight)
 
-    def forward(self, global_feat: torch.Tensor) -> torch.Tensor:
-        return self.net(global_feat)  # (B,C) -> (B,D)
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        return self.net(query)  # (B,C) -> (B,D)
+
+
+def _init_official(m: nn.Module) -> None:
+    """The authors' init of the prompt modules: Linear trunc_normal std 0.02 and bias 0, LayerNorm 1 and 0."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with bias-free q/k/v projections, no dropout on the attention weights, and dropout on
+    the output projection (official: ocrclip/ocrclip/models.py:619-651)."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.1):
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(width, width, bias=False)
+        self.k_proj = nn.Linear(width, width, bias=False)
+        self.v_proj = nn.Linear(width, width, bias=False)
+        self.proj = nn.Linear(width, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        # q (B,N,W), kv (B,M,W) -> (B,N,W)
+        B, N, W = q.shape
+
+        def split(z):  # (B,n,W) -> (B,heads,n,W/heads)
+            return z.reshape(B, z.shape[1], self.heads, W // self.heads).transpose(1, 2)
+
+        o = F.scaled_dot_product_attention(split(self.q_proj(q)), split(self.k_proj(kv)), split(self.v_proj(kv)))
+        return self.drop(self.proj(o.transpose(1, 2).reshape(B, N, W)))
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm transformer decoder layer: self-attention, cross-attention to a memory, MLP (GELU)."""
+    """Pre-norm decoder layer: self-attention, cross-attention to a memory (normalised once, in CrossDecoder),
+    MLP (GELU) (official: ocrclip/ocrclip/models.py:654-683)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.1):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(width, heads, dropout)
         self.ln_2 = nn.LayerNorm(width)
-        self.ln_mem = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = Attention(width, heads, dropout)
         self.ln_3 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
@@ -135,22 +180,22 @@ class DecoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         # x (B,N,W) queries, mem (B,M,W) keys/values
         q = self.ln_1(x)
-        x = x + self.drop(self.self_attn(q, q, q, need_weights=False)[0])
-        m = self.ln_mem(mem)
-        x = x + self.drop(self.cross_attn(self.ln_2(x), m, m, need_weights=False)[0])
-        x = x + self.drop(self.mlp(self.ln_3(x)))
-        return x
+        x = x + self.self_attn(q, q)
+        x = x + self.cross_attn(self.ln_2(x), mem)
+        return x + self.drop(self.mlp(self.ln_3(x)))
 
 
 class CrossDecoder(nn.Module):
-    """Project queries and memory from C to `width`, run `layers` decoder layers, project back to C."""
+    """Queries LN -> Linear and memory LN -> Linear -> LN from C to `width`, `layers` decoder layers, LN -> Linear
+    back to C (official ContextDecoder: ocrclip/ocrclip/models.py:1049-1099, also the visual prompt generator)."""
 
     def __init__(self, c: int, width: int = 256, layers: int = 3, heads: int = 4, dropout: float = 0.1):
         super().__init__()
         self.q_proj = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, width))
-        self.mem_proj = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, width))
+        self.mem_proj = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, width), nn.LayerNorm(width))
         self.layers = nn.ModuleList([DecoderLayer(width, heads, dropout=dropout) for _ in range(layers)])
         self.out_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c))
+        self.apply(_init_official)
 
     def forward(self, q: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         x, m = self.q_proj(q), self.mem_proj(mem)  # (B,N,W), (B,M,W)
@@ -177,7 +222,8 @@ class VisualPromptGenerator(nn.Module):
 
 
 class ContextDecoder(nn.Module):
-    """Text-side refinement (DenseCLIP-style option): t = t + γ ⊙ decoder(t, [Ī; I]); γ a C-vector."""
+    """Text-side refinement (DenseCLIP's, on in every official config): t = t + γ ⊙ decoder(t, [Ī; I]); γ a
+    C-vector."""
 
     def __init__(self, c: int, width: int = 256, layers: int = 3, heads: int = 4, dropout: float = 0.1,
                  gamma_init: float = 1e-3):

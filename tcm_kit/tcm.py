@@ -13,9 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcm_kit.clip import dense_features
+from tcm_kit.clip import DENSE_ATTENTION, dense_features
 from tcm_kit.losses import ilm_aux_loss
-from tcm_kit.prompts import ContextDecoder, LanguagePromptGenerator, PromptLearner, VisualPromptGenerator
+from tcm_kit.prompts import (PROMPT_INITS, ContextDecoder, LanguagePromptGenerator, PromptLearner,
+                             VisualPromptGenerator)
+
+PROMPT_QUERIES = ("image", "learned")
 
 TEXT_TOWER = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection")
 
@@ -92,16 +95,22 @@ class Backbone(nn.Module):
 class TCM(nn.Module):
     """Turning a CLIP model into a scene text detector's backbone (Yu et al., CVPR 2023).
 
-    forward(images (B,3,H,W)) -> TCMOutput:
-      1. CLIP image encoder, attention pool applied densely: stages (strides 4..32), pixel embeddings I (B,C,h,w),
+    forward(images (B,3,H,W)) -> TCMOutput, in the order of the authors' `instance_class_matching`
+    (ocrclip/ocrclip/ocrclip.py:256-325):
+      1. CLIP image encoder, attention pool applied densely (dense_attention="full": all tokens attend to all, as
+         the authors; "value": MaskCLIP's value path): stages (strides 4..32), pixel embeddings I (B,C,h,w),
          global feature Ī (B,C).
       2. text embeddings t (B,K,C): prompt [SOT, c_1..c_n, "Text", EOT] through the frozen text encoder, with the
-         language prompt generator's cue cc(Ī) added to each prompt token (language_prompt=True).
-      3. optional context decoder (text side): t += γ ⊙ dec(t, [Ī; I]).
-      4. visual prompt generator (visual_prompt=True): Î = I + γ_v·dec(I, t).
-      5. cos = <Î/|Î|, t/|t|> (B,K,h,w); logits = cos/τ; P = sigmoid(logits).
+         language prompt generator's cue cc added to every token (language_prompt=True); cc comes from Ī
+         (prompt_query="image") or from a learned vector (prompt_query="learned", FastTCM: t is then the same
+         for every image and cached at inference).
+      3. visual prompt generator (visual_prompt=True): Î = I + γ_v·dec(I, t), from t before step 4.
+      4. context decoder (context_decoder=True, text side): t' = t + γ ⊙ dec(t, [Ī; I]), from I before step 3.
+      5. cos = <Î/|Î|, t'/|t'|> (B,K,h,w); logits = cos/τ; P = sigmoid(logits).
       6. features = stages, with the raw cosine map concatenated to the stride-32 map when score_map=True
          (as the authors' code: no τ, no sigmoid).
+    prompt_init: "official" (contexts std 1, every Linear trunc_normal 0.02) or "prior" (contexts std 0.02 and a
+    zero last layer of the language prompt generator: at step 0 the prompt is close to the bare "Text").
     aux_loss(out, prob, prob_mask) is λ·L_aux (see tcm_kit.losses.ilm_aux_loss; "ohem" = the code, "bce" = paper;
     ohem_ratio=None: the "ohem" mode without mining, class-balanced).
 
@@ -110,19 +119,25 @@ class TCM(nn.Module):
     query/key projections when nothing uses the global feature (language_prompt=False, context_decoder=False).
     Every trainable parameter gets a gradient from forward + aux_loss (safe for DDP without unused-parameter
     search), as long as the score map or the aux loss is used.
-    When the prompt does not depend on the image (language_prompt=False and context_decoder=False) the text
-    embedding is computed once per batch (1,K,C) and broadcast; in eval mode it is also cached across forwards
-    (with the context decoder on, the cached part is the prompt encoder's output, before the per-image decoder).
+    When the prompt does not depend on the image (no language prompt generator, or a learned query) the prompt
+    encoder's output is computed once per batch (1,K,C) and broadcast; in eval mode it is also cached across
+    forwards (the context decoder, when on, still refines it per image).
     The cache is dropped on train()/eval(), load_state_dict() and device/dtype moves.
     """
 
     def __init__(self, clip: nn.Module, *, learnable_prompt: bool = True, language_prompt: bool = True,
-                 visual_prompt: bool = True, context_decoder: bool = False, score_map: bool = True,
+                 visual_prompt: bool = True, context_decoder: bool = True, score_map: bool = True,
                  prompt: str | Sequence[str] = "Text", n_ctx: int = 4, tau: float = 0.07, aux_weight: float = 1.0,
                  aux_loss: str = "ohem", ohem_ratio: float | None = 3.0, tokenizer: Callable | None = None,
-                 decoder_width: int = 256,
-                 decoder_layers: int = 3, decoder_heads: int = 4, decoder_dropout: float = 0.1):
+                 decoder_width: int = 256, decoder_layers: int = 3, decoder_heads: int = 4,
+                 decoder_dropout: float = 0.1, dense_attention: str = "full", prompt_init: str = "official",
+                 prompt_query: str = "image"):
         super().__init__()
+        for name, value, choices in (("dense_attention", dense_attention, DENSE_ATTENTION),
+                                     ("prompt_init", prompt_init, PROMPT_INITS),
+                                     ("prompt_query", prompt_query, PROMPT_QUERIES)):
+            if value not in choices:
+                raise TCMConfigError(f"{name} must be one of {choices}, got {value!r}")
         if aux_loss not in ("ohem", "bce"):
             raise TCMConfigError(f"aux_loss must be 'ohem' or 'bce', got {aux_loss!r}")
         if tau <= 0:
@@ -134,6 +149,7 @@ class TCM(nn.Module):
         self.visual_prompt, self.context_decoder_on = visual_prompt, context_decoder
         self.use_score_map, self.tau, self.aux_weight, self.aux_mode = score_map, tau, aux_weight, aux_loss
         self.ohem_ratio = ohem_ratio
+        self.dense_attention, self.prompt_init, self.prompt_query = dense_attention, prompt_init, prompt_query
 
         proj = clip.text_projection
         C = int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])  # joint embedding width
@@ -141,14 +157,16 @@ class TCM(nn.Module):
         self.embed_dim = C
         self._freeze_text_tower()
         self.prompt_learner = PromptLearner(clip, prompt, n_ctx=n_ctx, learnable=learnable_prompt,
-                                            tokenizer=tokenizer)
+                                            tokenizer=tokenizer, init=prompt_init)
         dec = dict(width=decoder_width, layers=decoder_layers, heads=decoder_heads, dropout=decoder_dropout)
-        self.lpg = LanguagePromptGenerator(C, D) if language_prompt else None
+        self.lpg = LanguagePromptGenerator(C, D, zero_last=prompt_init == "prior") if language_prompt else None
+        # FastTCM's query in place of Ī (official: meta_query, ocrclip/ocrclip/ocrclip.py:183-185, 268-269)
+        self.query = nn.Parameter(torch.randn(C)) if language_prompt and prompt_query == "learned" else None
         self.context_decoder = ContextDecoder(C, **dec) if context_decoder else None
         self.vpg = VisualPromptGenerator(C, **dec) if visual_prompt else None
-        if self.image_independent_prompt:
-            # the pooled global feature feeds only the LPG and the context decoder; without them the attention
-            # pool's query/key projections get no gradient: freeze them (DDP needs no unused trainable params)
+        if dense_attention == "value" and self.image_independent_prompt and self.context_decoder is None:
+            # the global feature feeds only the LPG (from Ī) and the context decoder; without them the value path's
+            # query/key projections get no gradient: frozen (DDP needs no unused trainable parameters)
             clip.visual.attnpool.q_proj.requires_grad_(False)
             clip.visual.attnpool.k_proj.requires_grad_(False)
         self._stage_channels = _stage_widths(clip.visual)
@@ -192,7 +210,8 @@ class TCM(nn.Module):
 
     @property
     def image_independent_prompt(self) -> bool:
-        return self.lpg is None and self.context_decoder is None
+        """True when the prompt encoder's input is the same for every image (no LPG, or a learned query)."""
+        return self.lpg is None or self.query is not None
 
     @property
     def out_channels(self) -> list[int]:
@@ -206,27 +225,27 @@ class TCM(nn.Module):
         return self.clip.visual
 
     def text_embeddings(self, global_feat: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,K,C) with the language prompt generator, else (1,K,C) (cached in eval mode)."""
-        if self.lpg is not None:
+        """The prompt encoder's output: (B,K,C) with the LPG fed Ī, else (1,K,C) (cached in eval mode)."""
+        if not self.image_independent_prompt:
             return self.prompt_learner(self.clip, self.lpg(global_feat))  # (B,K,C)
         if not self.training and self._text_cache is not None:
             return self._text_cache
-        text = self.prompt_learner(self.clip)  # (1,K,C)
+        cue = None if self.lpg is None else self.lpg(self.query[None])  # (1,D)
+        text = self.prompt_learner(self.clip, cue)  # (1,K,C)
         if not self.training:
             self._text_cache = text.detach()
         return text
 
     def forward(self, images: torch.Tensor) -> TCMOutput:
-        dense = dense_features(self.clip, images)
+        dense = dense_features(self.clip, images, attention=self.dense_attention)
         visual, global_feat = dense.visual_embeddings, dense.global_feat  # (B,C,h,w), (B,C)
         B = visual.shape[0]
         text = self.text_embeddings(global_feat)  # (B or 1,K,C)
         text = text.expand(B, -1, -1) if text.shape[0] != B else text  # (B,K,C)
+        prompted = self.vpg(visual, text) if self.vpg is not None else visual  # Î, from t before the decoder
         if self.context_decoder is not None:
-            text = self.context_decoder(text, global_feat, visual)
-        if self.vpg is not None:
-            visual = self.vpg(visual, text)  # Î
-        cos = self.match(visual, text)  # (B,K,h,w)
+            text = self.context_decoder(text, global_feat, visual)  # t', from I before the visual prompt
+        cos = self.match(prompted, text)  # (B,K,h,w)
         feats = list(dense.stages)
         if self.use_score_map:
             feats[3] = torch.cat([feats[3], cos.to(feats[3].dtype)], dim=1)  # C5 + K channels

@@ -34,7 +34,8 @@ from .utils import config_hash, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
 TCM_FLAGS = ("learnable_prompt", "language_prompt", "visual_prompt", "context_decoder", "score_map", "prompt",
-             "n_ctx", "tau", "aux_weight", "aux_loss", "decoder_width")
+             "n_ctx", "tau", "aux_weight", "aux_loss", "decoder_width", "dense_attention", "prompt_init",
+             "prompt_query")
 
 
 class TrainConfigError(ValueError):
@@ -102,7 +103,7 @@ class TrainConfig:
     learnable_prompt: bool = True
     language_prompt: bool = True
     visual_prompt: bool = True
-    context_decoder: bool = False
+    context_decoder: bool = True  # the text-side decoder of every official config
     score_map: bool = True
     prompt: str = "Text"
     n_ctx: int = 4
@@ -110,11 +111,14 @@ class TrainConfig:
     aux_weight: float = 1.0
     aux_loss: str = "ohem"
     decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
+    dense_attention: str = "full"  # the attention pool's pixel embeddings: "full" (authors) | "value" (MaskCLIP)
+    prompt_init: str = "official"  # "official" (contexts std 1) | "prior" (std 0.02, zero last LPG layer)
+    prompt_query: str = "image"  # the LPG's input: "image" (Ī, TCM) | "learned" (FastTCM, prompt cached)
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
     # weights a run starts from are in run_hash already (clip_fingerprint)
-    code_version: int = 11
+    code_version: int = 12
 
     def __post_init__(self):
         if self.data_root is not None:  # one dataset, one identity, whatever the working directory

@@ -213,3 +213,50 @@ def test_openai_without_internet_fails_fast_with_instructions(monkeypatch):
     monkeypatch.setattr(clip, "_cached_openai_rn50", lambda: None)
     with pytest.raises(ClipWeightsError, match=r"clip_weights='/path/to/RN50.pt'"):
         clip.load_clip("openai")
+
+
+def _rn50_shaped_pool():
+    """An attention pool with RN50's shapes (2048 channels, 32 heads, 1024 out, 7x7 grid), random weights."""
+    import open_clip.modified_resnet as mr
+
+    torch.manual_seed(0)
+    return mr.AttentionPool2d(7, 2048, 32, 1024).eval()
+
+
+@pytest.mark.parametrize("hw", [(7, 7), (4, 6)])
+def test_full_dense_attention_equals_multi_head_attention_over_all_tokens(hw):
+    """The authors' AttentionPool2d.forward (ocrclip/ocrclip/models.py:81-115): all tokens attend to all."""
+    import torch.nn.functional as F
+
+    pool = _rn50_shaped_pool()
+    h, w = hw
+    x = torch.randn(2, 2048, h, w)
+    with torch.no_grad():
+        dense, glob = clip.attnpool_full(pool, x, pos_mode="bilinear")
+        t = x.flatten(2).permute(2, 0, 1)  # (hw, B, C)
+        t = torch.cat([t.mean(0, keepdim=True), t])  # (1+hw, B, C)
+        pos = pool.positional_embedding
+        grid = F.interpolate(pos[1:].reshape(1, 7, 7, -1).permute(0, 3, 1, 2), size=(h, w), mode="bilinear")
+        t = t + torch.cat([pos[:1], grid.reshape(2048, h * w).T])[:, None]
+        ref, _ = F.multi_head_attention_forward(
+            t, t, t, 2048, 32, None, torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), None, None,
+            False, 0.0, pool.c_proj.weight, pool.c_proj.bias, use_separate_proj_weight=True,
+            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+            need_weights=False)  # (1+hw, B, 1024)
+    assert dense.shape == (2, 1024, h, w)
+    assert torch.allclose(glob, ref[0], atol=1e-4)
+    assert torch.allclose(dense, ref[1:].permute(1, 2, 0).reshape(2, 1024, h, w), atol=1e-4)
+    # the pixels' outputs mix: they differ from the value path's per-pixel projection
+    value, _ = clip.attnpool_dense(pool, x, pos_mode="bilinear")
+    assert not torch.allclose(dense, value, atol=1e-3)
+
+
+def test_full_attention_global_feature_equals_open_clip_encode_image(tiny):
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        f = clip.dense_features(tiny, x, attention="full")
+        ref = tiny.encode_image(x)
+    assert torch.allclose(f.global_feat, ref, atol=1e-5)
+    assert f.visual_embeddings.shape == (2, 128, 7, 7)
+    with pytest.raises(ClipInputError, match="attention"):
+        clip.dense_features(tiny, x, attention="mask")

@@ -137,11 +137,12 @@ def test_ablation_table_has_the_ladder_and_extra_rows(fake_train):
     df = ex.ablation_table("smoke", progress=False)
     assert list(df["variant"]) == list(ex.ablation_configs("smoke"))
     assert len(df) == 8 and df["delta_hmean"].iloc[0] == 0.0
-    ladder = df.iloc[:6]
-    assert list(ladder["learnable_prompt"]) == [False, False, True, True, True, True]
-    assert list(ladder["visual_prompt"]) == [False, False, False, False, True, True]
-    assert list(ladder["aux_weight"]) == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-    assert df["prompt"].iloc[6] == ex.AUTHORS_PROMPT and bool(df["context_decoder"].iloc[7])
+    ladder = df.iloc[:7]
+    assert list(ladder["learnable_prompt"]) == [False, False, True, True, True, True, True]
+    assert list(ladder["visual_prompt"]) == [False, False, False, False, True, True, True]
+    assert list(ladder["aux_weight"]) == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    assert list(ladder["context_decoder"]) == [False] * 6 + [True]  # the last rung is the authors' TCM
+    assert df["prompt"].iloc[7] == ex.AUTHORS_PROMPT and bool(df["context_decoder"].iloc[7])
     assert df["hmean"].between(0, 1).all()
     assert "Best variant" in ex.describe_ablation(df)
     tl = ex.tau_lambda_table("smoke", progress=False)

@@ -37,7 +37,10 @@ def test_fixed_prompt_equals_clip_encode_text(clip):
 
 def test_learnable_prompt_layout_and_shapes(clip):
     pl = PromptLearner(clip, "many arbitrary-shape text instances.", n_ctx=4)
-    assert pl.ctx.shape == (4, D) and 0.005 < pl.ctx.std().item() < 0.05
+    assert pl.ctx.shape == (4, D) and 0.6 < pl.ctx.std().item() < 1.2  # official: trunc_normal std 1
+    assert 0.005 < PromptLearner(clip, "Text", init="prior").ctx.std().item() < 0.05
+    with pytest.raises(PromptError, match="init"):
+        PromptLearner(clip, "Text", init="zeros")
     x = pl.token_embeddings(clip)  # (1,K,L,D)
     assert x.shape == (1, 1, L, D)
     n_words = int(pl.eot_idx[0]) - 1 - 4
@@ -47,8 +50,8 @@ def test_learnable_prompt_layout_and_shapes(clip):
     torch.testing.assert_close(x[0, 0, 5 + n_words], sot_eot[1])  # EOT after the words
     cue = torch.randn(3, D)
     xc = pl.token_embeddings(clip, cue)  # (3,1,L,D)
-    diff = (xc - x).abs().sum(-1)[:, 0]  # (3,L): where the cue was added
-    assert (diff[:, 1:5 + n_words] > 0).all() and (diff[:, 0] == 0).all() and (diff[:, 5 + n_words:] == 0).all()
+    # cc reaches every token, SOT and EOT included (official: ocrclip/ocrclip/models.py:1030-1036)
+    torch.testing.assert_close(xc - x, cue[:, None, None, :].expand_as(xc))
     assert pl(clip, cue).shape == (3, 1, C)
 
 
@@ -81,7 +84,7 @@ def test_generators_shapes_and_gamma_init():
     out = vpg(vis, text)
     assert out.shape == vis.shape and vpg.gamma.shape == () and vpg.gamma.item() == pytest.approx(1e-3)
     assert 0 < (out - vis).abs().max() < 0.1  # a small residual at init
-    assert len(vpg.decoder.layers) == 3 and vpg.decoder.layers[0].self_attn.num_heads == 4
+    assert len(vpg.decoder.layers) == 3 and vpg.decoder.layers[0].self_attn.heads == 4
     assert vpg.decoder.layers[0].mlp[0].out_features == 1024
     cd = ContextDecoder(C).eval()
     t = cd(text, torch.randn(2, C), vis)
@@ -142,7 +145,8 @@ def test_gradient_reaches_every_trainable_part(clip):
 
 
 @pytest.mark.parametrize("flags", [dict(language_prompt=False), dict(visual_prompt=False, learnable_prompt=False),
-                                   dict(language_prompt=False, context_decoder=True)])
+                                   dict(language_prompt=False, context_decoder=False, dense_attention="value"),
+                                   dict(prompt_query="learned"), dict(prompt_init="prior")])
 def test_no_unused_trainable_parameters(clip, flags):
     det = build_detector("tcm-dbnet", clip, **flags).train()
     det.loss(det(images()), targets())["loss"].backward()
@@ -158,9 +162,10 @@ def test_flags_remove_modules_and_all_off_matches_baseline(clip):
     assert TCM(copy.deepcopy(clip), learnable_prompt=False).prompt_learner.ctx is None
     assert "lpg" not in names(TCM(copy.deepcopy(clip), language_prompt=False))
     assert "vpg" not in names(TCM(copy.deepcopy(clip), visual_prompt=False))
-    assert "context_decoder" not in names(TCM(copy.deepcopy(clip)))
+    assert "context_decoder" in names(TCM(copy.deepcopy(clip)))  # on by default, as in every official config
+    assert "context_decoder" not in names(TCM(copy.deepcopy(clip), context_decoder=False))
     off = TCM(copy.deepcopy(clip), learnable_prompt=False, language_prompt=False, visual_prompt=False,
-              score_map=False)
+              context_decoder=False, score_map=False, dense_attention="value")
     assert names(off) == {"clip"}  # only the image encoder trains
     base = Backbone(copy.deepcopy(clip))
     assert off.out_channels == base.out_channels
@@ -181,7 +186,7 @@ def test_text_cache_when_prompt_is_image_independent(clip, monkeypatch):
     monkeypatch.setattr(prompts_mod, "encode_text_from_embeddings", counting)
     tcm = TCM(copy.deepcopy(clip), language_prompt=False).eval()
     with torch.no_grad():
-        a, b = tcm(images(seed=1)), tcm(images(seed=2))
+        a, b = tcm(images(seed=1)), tcm(images(seed=2))  # the context decoder runs per image on the cached prompt
     assert calls == [1]  # once, for one prompt, across two forwards of 2 images
     tcm.train()
     tcm(images())
@@ -231,3 +236,80 @@ def test_build_detector_copies_clip(clip):
     assert torch.equal(clip.visual.conv1.weight, before)
     tcm_det = build_detector("tcm-dbnet", clip, visual_prompt=False, prompt="text")
     assert tcm_det.backbone.vpg is None and tcm_det.backbone.clip is not clip
+
+
+def test_learned_query_prompt_is_computed_once_at_inference(clip, monkeypatch):
+    """FastTCM's option: a learned query feeds the LPG, so the prompt encoder runs once, then is cached."""
+    calls = []
+    real = prompts_mod.encode_text_from_embeddings
+    monkeypatch.setattr(prompts_mod, "encode_text_from_embeddings",
+                        lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
+    tcm = TCM(copy.deepcopy(clip), prompt_query="learned").eval()
+    assert tcm.image_independent_prompt and tcm.query.shape == (C,)
+    with torch.no_grad():
+        tcm(images(seed=1)), tcm(images(seed=2))
+    assert calls == [1]
+    with pytest.raises(TCMConfigError, match="prompt_query"):
+        TCM(copy.deepcopy(clip), prompt_query="global")
+
+
+def test_prior_init_keeps_the_bare_prompt_at_step_zero(clip):
+    """prompt_init="prior": cc = 0 at step 0 and the contexts are small, so t is close to encode_text("Text")."""
+    tcm = TCM(copy.deepcopy(clip), prompt_init="prior").eval()
+    off = TCM(copy.deepcopy(clip)).eval()  # official init
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=L)
+    with torch.no_grad():
+        bare = torch.nn.functional.normalize(clip.encode_text(tok(["Text"])), dim=-1)[0]
+        g = torch.randn(3, C)
+        assert torch.count_nonzero(tcm.lpg(g)) == 0
+        near = torch.nn.functional.normalize(tcm.text_embeddings(g), dim=-1)[:, 0] @ bare
+        far = torch.nn.functional.normalize(off.text_embeddings(g), dim=-1)[:, 0] @ bare
+    assert near.min() > far.max() + 0.2, (near, far)
+
+
+def test_decoder_order_follows_the_authors(clip, monkeypatch):
+    """The visual prompt sees the text before the context decoder; the decoder sees the pixels before the visual
+    prompt; the score map matches the refined text with the prompted pixels (ocrclip.py:256-325)."""
+    tcm = TCM(copy.deepcopy(clip)).eval()
+    seen = {}
+    vpg_fwd, dec_fwd, match = tcm.vpg.forward, tcm.context_decoder.forward, TCM.match
+
+    def vpg(visual, text):
+        seen["vpg_text"], seen["vpg_visual"] = text, visual
+        seen["prompted"] = vpg_fwd(visual, text)
+        return seen["prompted"]
+
+    def dec(text, global_feat, visual):
+        seen["dec_text_in"], seen["dec_visual"] = text, visual
+        seen["refined"] = dec_fwd(text, global_feat, visual)
+        return seen["refined"]
+
+    def matched(visual, text):
+        seen["match"] = (visual, text)
+        return match(visual, text)
+
+    monkeypatch.setattr(tcm.vpg, "forward", vpg)
+    monkeypatch.setattr(tcm.context_decoder, "forward", dec)
+    monkeypatch.setattr(TCM, "match", staticmethod(matched))
+    with torch.no_grad():
+        tcm(images())
+    assert seen["vpg_text"] is seen["dec_text_in"]  # both from the prompt encoder's output
+    assert seen["dec_visual"] is seen["vpg_visual"]  # I, not Î
+    assert seen["match"][0] is seen["prompted"] and seen["match"][1] is seen["refined"]
+
+
+def test_decoder_layers_as_the_authors():
+    """No qkv bias, no dropout on attention weights, memory LN -> Linear -> LN once, trunc_normal 0.02 init."""
+    dec = prompts_mod.CrossDecoder(64, width=32, layers=2, heads=4)
+    layer = dec.layers[0]
+    for attn in (layer.self_attn, layer.cross_attn):
+        assert attn.q_proj.bias is None and attn.k_proj.bias is None and attn.v_proj.bias is None
+        assert attn.proj.bias is not None
+    assert [type(m).__name__ for m in dec.mem_proj] == ["LayerNorm", "Linear", "LayerNorm"]
+    assert not any(isinstance(m, torch.nn.LayerNorm) for n, m in layer.named_modules() if "mem" in n)
+    assert abs(dec.mem_proj[1].weight.std().item() - 0.02) < 0.004 and dec.mem_proj[1].bias.abs().sum() == 0
+    # with one key per query, every attention weight is 1: in train mode the message is never dropped whole
+    torch.manual_seed(0)
+    attn = prompts_mod.Attention(32, 4, dropout=0.0).train()
+    q, kv = torch.randn(2, 5, 32), torch.randn(2, 1, 32)
+    torch.testing.assert_close(attn(q, kv), attn.proj(attn.v_proj(kv)).expand(2, 5, 32))
