@@ -80,22 +80,18 @@ def fit_to_stride(image, long_side: int | None = None, stride: int = 32) -> np.n
 
 
 def load_image(path, long_side: int | None = 512) -> np.ndarray:
-    """A picture file -> uint8 (H, W, 3) RGB with sides multiples of 32 (transparency composited on white)."""
-    from PIL import Image, UnidentifiedImageError
+    """A picture file -> uint8 (H, W, 3) RGB with sides multiples of 32, decoded as training and prediction decode
+    it (tcm_kit.data.transforms.read_image: EXIF orientation applied, transparency composited on white)."""
+    from .data.transforms import CorruptImageError, read_image
 
     path = Path(path)
     if not path.is_file():
         raise InspectError(f"image not found: {path}")
     try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise InspectError(f"cannot read image {path}: {e}") from None
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, im)
-    return fit_to_stride(np.asarray(im.convert("RGB")), long_side)
+        image = read_image(path)
+    except CorruptImageError as e:
+        raise InspectError(str(e)) from None
+    return fit_to_stride(image, long_side)
 
 
 def _as_image(v) -> np.ndarray:

@@ -201,3 +201,88 @@ def test_mmocr_json_null_text_is_empty_not_none(tmp_path):
         {"polygon": [1, 1, 9, 1, 9, 9, 1, 9], "text": None, "ignore": 0}]}]}))
     (_, [inst]), = read_mmocr_json(p)
     assert inst.text == "" and inst.ignore is False
+
+
+# ---------------------------------------------------------------------------------------------- image decoding
+
+def _oriented(path, orientation, size=(32, 64)):
+    """An image file whose stored pixels are `size` (h, w), left half white, with EXIF Orientation
+    `orientation`; -> the stored pixels (RGB)."""
+    from PIL import Image
+
+    h, w = size
+    stored = np.zeros((h, w, 3), np.uint8)
+    stored[:, : w // 2] = 255
+    stored[: h // 4, :, 0] = 200  # a red band along the top: no orientation maps the image onto itself
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return stored
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_read_image_applies_the_exif_orientation_as_opencv_and_pil_do(tmp_path, orientation):
+    """Issue 22, item 8: one decoder, the image as displayed (OpenCV IMREAD_COLOR, PIL exif_transpose)."""
+    from PIL import Image, ImageOps
+
+    from tcm_kit.data.transforms import read_image
+
+    png, jpg = tmp_path / "a.png", tmp_path / "a.jpg"
+    _oriented(png, orientation)
+    _oriented(jpg, orientation)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(png)).convert("RGB"))
+    assert np.array_equal(read_image(png), shown)
+    opencv = cv2.cvtColor(cv2.imread(str(jpg), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(read_image(jpg), opencv)
+
+
+def test_every_path_sees_a_rotated_photo_as_displayed(tmp_path, finished_run):
+    """Orientation 6 (rotate 90): stored 32 x 64, displayed 64 x 32 in training, evaluation, prediction, the
+    inspection helpers and the image sizes written to MMOCR JSON."""
+    import json as _json
+
+    from tcm_kit import inspect as ins
+    from tcm_kit.data.formats import Instance, write_icdar2015, write_mmocr_json
+    from tcm_kit.data.transforms import Compose, TextDetDataset
+
+    photo = tmp_path / "set" / "images" / "img_1.jpg"
+    _oriented(photo, 6)
+    write_icdar2015(tmp_path / "set" / "annotations" / "gt_img_1.txt",
+                    [Instance([[2, 2], [20, 2], [20, 40], [2, 40]], "word")])
+    train = TextDetDataset(tmp_path / "set", size=64, train=True, aug=Compose([]))
+    assert tuple(train[0]["image"].shape) == (3, 64, 32)
+    test = TextDetDataset(tmp_path / "set", size=64, train=False)
+    assert tuple(test[0]["image"].shape[1:]) == (64, 32) and test[0]["scale"] == 1.0
+    assert ins.load_image(photo, long_side=None).shape == (64, 32, 3)
+    (png, _), = T.predict_images(finished_run, [photo], tmp_path / "out", progress=False, size=64)
+    assert cv2.imread(str(png)).shape == (64, 32, 3)
+    write_mmocr_json(tmp_path / "ann.json", [(photo, [])])
+    entry = _json.loads((tmp_path / "ann.json").read_text())["data_list"][0]
+    assert (entry["height"], entry["width"]) == (64, 32)
+
+
+def _corrupt_middle(path):
+    """A JPEG whose entropy-coded data has garbage in its middle (libjpeg decodes it with a warning only)."""
+    img = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8), (9, 9), 3)
+    data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    middle = len(data) // 2
+    garbage = np.random.default_rng(1).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:middle] + garbage + data[middle + 64:])
+
+
+def test_a_jpeg_with_garbage_in_its_middle_is_refused_by_name(tmp_path, finished_run, capfd):
+    from tcm_kit.data.transforms import CorruptImageError, read_image
+
+    bad, good = tmp_path / "bad.jpg", tmp_path / "good.jpg"
+    _corrupt_middle(bad)
+    cv2.imwrite(str(good), np.full((40, 60, 3), 128, np.uint8))
+    assert cv2.imdecode(np.fromfile(str(bad), np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV alone: a warning
+    with pytest.raises(CorruptImageError, match="corrupt JPEG data") as e:
+        read_image(bad)
+    assert str(bad) in str(e.value)
+    assert read_image(good).shape == (40, 60, 3)
+    capfd.readouterr()
+    outs = list(T.predict_images(finished_run, [bad, good], tmp_path / "o", progress=False))
+    assert outs[0][0] is None and str(bad) in outs[0][1] and outs[1][0].exists()

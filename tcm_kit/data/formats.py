@@ -320,14 +320,10 @@ def read_mmocr_json(path, data_root=None) -> list[tuple[Path, list[Instance]]]:
 
 
 def _image_size(p: Path):
-    """(height, width) of an image file, or None when it cannot be read."""
-    try:
-        from PIL import Image
+    """(height, width) of an image file as displayed (tcm_kit.data.transforms.image_size), or None."""
+    from .transforms import image_size
 
-        with Image.open(p) as im:
-            return im.height, im.width
-    except Exception:  # noqa: BLE001 - size is optional metadata
-        return None
+    return image_size(p)
 
 
 def write_mmocr_json(path, items, data_root=None, metainfo=None) -> None:

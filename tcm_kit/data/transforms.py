@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import math
+import os
+import sys
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -347,20 +352,129 @@ def denormalize(x: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------- dataset
 
 class CorruptImageError(OSError):
-    """An image file that is missing, truncated or not an image."""
+    """An image file that is missing, truncated, corrupt or not an image; names the file and why."""
 
-    def __init__(self, path):
-        self.path = Path(path)
-        super().__init__(f"cannot read image {path} (missing, truncated or not an image)")
+    def __init__(self, path, why: str = "missing, truncated or not an image"):
+        self.path, self.why = Path(path), why
+        super().__init__(f"cannot read image {path} ({why})")
+
+
+# What libjpeg says, on stderr only, when it decodes a JPEG whose compressed data is damaged (jerror.h: the
+# JWRN_* messages about the data); it fills what it cannot decode with grey or smears instead of failing.
+_LIBJPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG file")
+_STDERR_LOCK = threading.Lock()
+
+# EXIF Orientation (tag 0x0112) -> the flips and turns that show the stored pixels as displayed: PIL's
+# ImageOps.exif_transpose table, which OpenCV's imread / imdecode apply too (unless IMREAD_IGNORE_ORIENTATION).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation (1-8) of an encoded image, 1 when it has none or it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _pil_orientation(im)
+    except Exception:  # noqa: BLE001 - no readable EXIF: stored as displayed
+        return 1
+
+
+def _pil_orientation(im) -> int:
+    value = im.getexif().get(0x0112, 1)
+    return value if value in _ORIENT else 1
+
+
+def _decode_watching_libjpeg(data: np.ndarray, flags: int):
+    """cv2.imdecode with libjpeg's stderr messages caught -> (image or None, [corrupt-data messages]).
+
+    Messages that are not about corrupt data are written on to stderr as they came."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to watch
+        return cv2.imdecode(data, flags), []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        os.dup2(caught.fileno(), 2)
+        try:
+            img = cv2.imdecode(data, flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode("utf-8", "replace").splitlines()
+    corrupt = [ln.strip() for ln in lines if ln.strip().startswith(_LIBJPEG_CORRUPT)]
+    rest = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_LIBJPEG_CORRUPT)]
+    if rest:
+        print("\n".join(rest), file=sys.stderr)
+    return img, corrupt
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    """A decoded image as OpenCV gives it with IMREAD_UNCHANGED (grey, BGR or BGRA; 8 or 16 bit) -> uint8 RGB;
+    transparency composited on white."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)  # as IMREAD_COLOR reduces 16-bit files
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:].astype(np.float32) / 255.0
+        img = np.round(img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path) -> np.ndarray:
-    """Read an image file as uint8 (H, W, 3) RGB; raises CorruptImageError when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if img is None or img.ndim != 3 or img.size == 0:
+    """The kit's one image decoder (training, evaluation, prediction and the inspection helpers): an image file
+    -> uint8 (H, W, 3) RGB as displayed.
+
+    - EXIF orientation is applied, so pixels and shape are those a viewer shows; ICDAR-style annotations are
+      drawn on the displayed image. This is mmcv's convention too: LoadImageFromFile(color_type='color') ->
+      mmcv.imfrombytes(flag='color') -> cv2.IMREAD_COLOR, which applies the orientation ('color_ignore_orientation'
+      turns it off), and its pillow backend calls ImageOps.exif_transpose (mmcv/image/io.py).
+    - transparency is composited on white; grey and 16-bit images become 8-bit RGB.
+    - CorruptImageError names the file when it is missing, empty, not an image, truncated, or a JPEG whose
+      compressed data libjpeg reports as corrupt (which OpenCV alone decodes, with a warning on stderr).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptImageError(path, "file not found")
+    raw = np.fromfile(str(path), dtype=np.uint8)
+    if raw.size == 0:
+        raise CorruptImageError(path, "empty file")
+    flags = cv2.IMREAD_UNCHANGED  # orientation applied below, the same way for every format
+    if raw[:2].tobytes() == b"\xff\xd8":  # JPEG
+        img, corrupt = _decode_watching_libjpeg(raw, flags)
+        if corrupt:
+            raise CorruptImageError(path, f"corrupt JPEG data: libjpeg says {corrupt[0]!r}")
+    else:
+        img = cv2.imdecode(raw, flags)
+    if img is None or img.size == 0 or img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3):
         raise CorruptImageError(path)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = _to_rgb(img)
+    turn = _ORIENT.get(exif_orientation(raw.tobytes()))
+    return np.ascontiguousarray(turn(img)) if turn else img
+
+
+def image_size(path):
+    """(height, width) of an image file as displayed (EXIF orientation applied, as read_image does), from its
+    header; None when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            h, w = im.height, im.width
+            turned = _pil_orientation(im) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - the size is optional metadata
+        return None
+    return (w, h) if turned else (h, w)
 
 
 class TextDetDataset(torch.utils.data.Dataset):
