@@ -3,8 +3,9 @@
 python -m benchmarks.inference [--size 640] [--arch TCM-RN-tiny|RN50] [--batch 1] [--runs 20] [--device cuda]
                                [--amp fp32|bf16|fp16]
 
-Random weights (speed does not depend on them). Each configuration runs in its own process so that the
-peak resident memory it reports is its own. Prints a table with the ratio to `dbnet` measured in the same run.
+Random weights (speed does not depend on them); each head at its paper's neck width (`paper_width`: DBNet and
+FCENet 256, PAN 128). Each configuration runs in its own process so that the peak resident memory it reports is
+its own. Prints a table with the ratio to `dbnet` measured in the same run.
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     import torch
 
     from tcm_kit.clip import create_clip
-    from tcm_kit.detector import build_detector
+    from tcm_kit.detector import HEADS, build_detector, head_family
     from tcm_kit.precision import precision_for
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = build_detector(detector, create_clip(arch, seed=0)).to(device).eval()
+    width = HEADS[head_family(detector)[0]].paper_width
+    model = build_detector(detector, create_clip(arch, seed=0), neck_width=width).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")
@@ -47,7 +49,7 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     med = float(np.median(times))
     return {"detector": detector, "arch": arch, "size": size, "batch": batch, "device": device, "amp": amp,
             "median_ms": 1000 * med, "fps": batch / med, "p90_ms": 1000 * float(np.percentile(times, 90)),
-            "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+            "neck_width": width, "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 

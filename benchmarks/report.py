@@ -40,7 +40,8 @@ def _versions() -> str:
 
 
 def inference_table(runs: int, threads: int) -> pd.DataFrame:
-    """Random weights: every detector at 640 px batch 1 (embedded tiny CLIP, TCM-RN-tiny); dbnet vs tcm-dbnet at
+    """Random weights, each head at its paper's neck width: every detector at 640 px batch 1 (embedded tiny CLIP,
+    TCM-RN-tiny); dbnet vs tcm-dbnet at
     the synthetic images' own 320 px (batch 1 and 8) and with the RN50 architecture at 640 px."""
     tiny, pair = "TCM-RN-tiny", ("dbnet", "tcm-dbnet")
     rows = []
@@ -48,8 +49,8 @@ def inference_table(runs: int, threads: int) -> pd.DataFrame:
                                        (pair, tiny, 320, 1, runs), (pair, tiny, 320, 8, max(3, runs // 2)),
                                        (pair, "RN50", 640, 1, max(3, runs // 2))):
         for r in inference.run(dets, arch, size, batch, n, threads, "cpu"):
-            rows.append({"detector": r["detector"], "arch": r["arch"], "size": r["size"], "batch": r["batch"],
-                         "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],
+            rows.append({"detector": r["detector"], "arch": r["arch"], "neck": r["neck_width"], "size": r["size"],
+                         "batch": r["batch"], "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],
                          "ms / image": r["median_ms"] / r["batch"], "x dbnet": r["x_dbnet"],
                          "peak MB": r["peak_rss_mb"], "params M": r["params_m"]})
     return pd.DataFrame(rows)

@@ -11,8 +11,8 @@ from tcm_kit.data.formats import Instance
 from tcm_kit.data.targets import shrink_targets
 from tcm_kit.detector import Detector
 from tcm_kit.heads.base import DetectorError
-from tcm_kit.heads.pan import (FPEM, PAN, PANHead, PANLoss, PANNeck, PANPostprocess, PANTargets, _ohem_mask,
-                               pan_postprocess, pan_targets, pixel_aggregation)
+from tcm_kit.heads.pan import (FPEM, PAN, PAN_HEADS, PANHead, PANLoss, PANNeck, PANPostprocess, PANTargets,
+                               _ohem_mask, pan_postprocess, pan_targets, pixel_aggregation)
 from tcm_kit.tcm import TCM, Backbone
 
 from tiny import images, tiny_clip  # noqa: E402
@@ -64,6 +64,67 @@ def test_neck_and_head_shapes():
         PANNeck([8, 16, 32])
     with pytest.raises(DetectorError, match="4 feature maps"):
         neck(feats[:3])
+
+
+def test_mmocr_head_is_one_conv1x1_applied_per_level_as_on_the_concatenation():
+    """The default head is MMOCR 0.x's PANHead (TCM's PAN): one conv1x1 from the FFM's 4 x width channels to 6.
+    Applied per level and summed after upsampling it gives what the conv1x1 of the upsampled concatenation gives."""
+    torch.manual_seed(0)
+    feats = [torch.randn(2, c, 32 // s, 32 // s) for c, s in zip((8, 16, 32, 65), (1, 2, 4, 8))]
+    pan = PAN([8, 16, 32, 65], width=16).eval()
+    conv = pan.maps.conv
+    assert PAN_HEADS == ("mmocr", "pan_pp") and pan.maps.hidden is None
+    assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) \
+        == (64, 6) and conv.bias is not None
+    assert sum(p.numel() for p in pan.maps.parameters()) == 64 * 6 + 6  # nothing but the conv1x1
+    with torch.no_grad():
+        torch.nn.init.normal_(conv.bias)
+        per_level = pan.maps(pan.neck.levels(feats))
+        concat = pan.maps(pan.neck(feats))  # the FFM's (B, 64, 32, 32) concatenation
+        whole = pan(feats)
+    for k in concat:
+        torch.testing.assert_close(per_level[k], concat[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(whole[k], concat[k], atol=1e-5, rtol=1e-4)
+    with pytest.raises(DetectorError, match="per-level input"):
+        PANHead(64, hidden=16)(pan.neck.levels(feats))
+
+
+def test_pan_pp_head_is_the_conv3x3_head_at_the_neck_width():
+    pan = PAN([8, 16, 32, 65], width=16, head="pan_pp")
+    first, bn, _, last = pan.maps.conv
+    assert (first.kernel_size, first.in_channels, first.out_channels) == ((3, 3), 64, 16) and bn.num_features == 16
+    assert (last.kernel_size, last.in_channels, last.out_channels) == ((1, 1), 16, 6)
+    feats = [torch.randn(1, c, 32 // s, 32 // s) for c, s in zip((8, 16, 32, 65), (1, 2, 4, 8))]
+    assert pan.eval()(feats)["embedding"].shape == (1, 4, 128, 128)
+    with pytest.raises(DetectorError, match="PAN head must be one of"):
+        PAN([8, 16, 32, 65], head="psenet")
+
+
+def _gmac(model, x):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as count:
+        model(x)
+    return count.get_total_flops() / 2e9
+
+
+def test_pan_costs_less_than_dbnet_on_the_same_backbone():
+    """PAN was designed to be faster than DBNet. On the embedded CLIP's layout (random weights), each head at its
+    paper width (DBNet 256, PAN 128), PAN's forward is at most 0.6x DBNet's multiply-adds (about 0.5x), and at
+    most DBNet's at DBNet's width; the pan_pp head's conv3x3 on the stride-4 map makes it 4.5x at width 256 (the
+    kit's PAN before: 4.9x DBNet's latency at 640 px)."""
+    from tcm_kit.clip import create_clip
+    from tcm_kit.detector import HEADS, build_detector
+
+    clip = create_clip("TCM-RN-tiny", seed=0)
+    x = torch.randn(1, 3, 128, 128)
+    db = _gmac(build_detector("dbnet", clip, neck_width=HEADS["dbnet"].paper_width).eval(), x)
+    pan = _gmac(build_detector("pan", clip, neck_width=HEADS["pan"].paper_width).eval(), x)
+    pan_256 = _gmac(build_detector("pan", clip, neck_width=256).eval(), x)
+    pan_pp_256 = _gmac(build_detector("pan", clip, neck_width=256, head_options={"head": "pan_pp"}).eval(), x)
+    assert HEADS["pan"].paper_width == 128 and HEADS["dbnet"].paper_width == 256
+    assert pan <= 0.6 * db and pan_256 <= db
+    assert pan_pp_256 > 4 * db
 
 
 # ------------------------------------------------------------------------------------------------ targets
@@ -348,3 +409,16 @@ def test_tcm_pan_outputs_aux_loss_and_predict():
     assert all(len(r) >= 1 for r in preds)  # everything is text at these thresholds
     assert all(p.dtype == np.float32 and p.shape == (4, 2) and isinstance(s, float) for r in preds for p, s in r)
     assert max(p[:, 0].max() for p, _ in preds[1]) > 64  # the second image's coordinates were scaled by 2
+
+
+def test_profiles_choose_the_pan_head():
+    """TCM's PAN head (mmocr) by default and in the full profile; smoke and cpu keep the kit's earlier head."""
+    from tcm_kit.clip import create_clip
+    from tcm_kit.train import TrainConfig, build_model
+
+    clip = create_clip("TCM-RN-tiny", seed=0)
+    for profile, head in (("smoke", "pan_pp"), ("cpu", "pan_pp"), ("full", "mmocr")):
+        cfg = TrainConfig.for_profile(profile, detector="pan")
+        assert cfg.pan_head == head
+        assert (build_model(cfg, clip=clip).head.maps.hidden is None) == (head == "mmocr")
+    assert TrainConfig().pan_head == "mmocr"

@@ -15,7 +15,8 @@ class DetectorError(ValueError):
 class TextHead(nn.Module):
     """The detection part of a detector: neck + output maps + loss + targets + decoding.
 
-    Subclasses set `decode_keys` (the outputs `decode` reads) and `loss_class` (their loss; it takes an
+    Subclasses set `decode_keys` (the outputs `decode` reads), `paper_width` (their paper's neck width) and
+    `loss_class` (their loss; it takes an
     `ohem_ratio` keyword: float = hard-negative mining ratio of the text-region loss, None = class-balanced) and
     implement:
       forward(features: 4 maps at strides 4..32) -> dict of output tensors (B, ...);
@@ -29,6 +30,7 @@ class TextHead(nn.Module):
 
     decode_keys: tuple = ()
     loss_class: type | None = None
+    paper_width: int = 256  # the neck width of the head's paper (what the `full` profile and the benchmarks use)
 
     def target_fn(self) -> Callable:
         raise NotImplementedError

@@ -213,6 +213,7 @@ class DBNet(TextHead):
 
     decode_keys = ("prob",)
     loss_class = DBLoss
+    paper_width = 256  # FPN width (DBNet paper, MMOCR FPNC lateral_channels)
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, loss: DBLoss | None = None,
                  postprocess: DBPostprocess | None = None, targets: DBTargets | None = None):

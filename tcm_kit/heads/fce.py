@@ -499,6 +499,7 @@ class FCENet(TextHead):
     strides = STRIDES
     decode_keys = tuple(f"{n}_{s}" for s in STRIDES for n in ("tr", "tcl", "reg"))
     loss_class = FCELoss
+    paper_width = 256  # FPN width (FCENet paper, MMOCR FPN out_channels)
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, fourier_degree: int = 5,
                  num_convs: int = 4, norm: bool = False, loss: FCELoss | None = None,

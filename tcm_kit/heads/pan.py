@@ -9,8 +9,13 @@ full resolution. H and W must be multiples of 32.
 
 Paper facts used: neck width 128; two cascaded FPEMs (up-scale then down-scale enhancement, each step an
 element-wise add then a depthwise-separable conv; the down-scale steps use stride-2 depthwise convs); FFM sums the
-FPEMs' maps level by level, upsamples to stride 4 and concatenates (4 x width channels); head = conv3x3-BN-ReLU +
-conv1x1 to 6 channels (text, kernel, 4-d similarity vector). Kernels are the text polygons shrunk with r = 0.5.
+FPEMs' maps level by level, upsamples to stride 4 and concatenates (4 x width channels); the head predicts 6
+channels (text, kernel, 4-d similarity vector) from them. Two heads exist: MMOCR 0.x's PANHead, the one TCM's
+authors plug in (official TCM: configs/_base_/det_models/panet_r50att_prompt_gen_vis_fpem_ffm.py, MMOCR
+dense_heads/pan_head.py), is one conv1x1 (4 x width -> 6), the default here; the PAN authors' pan_pp.pytorch
+PA_Head is conv3x3 (4 x width -> 128) - BN - ReLU - conv1x1 (head="pan_pp", hidden = the neck width). At 640 px
+the pan_pp head's conv3x3 on the stride-4 map costs more than DBNet's whole neck and head (15 GMAC at width 128,
+60 at 256). Kernels are the text polygons shrunk with r = 0.5.
 L = L_text + 0.5 L_kernel + 0.25 (L_agg + L_dis), delta_agg = 0.5, delta_dis = 3; L_text = dice with OHEM 3:1,
 L_kernel = dice inside the predicted text region.
 """
@@ -30,8 +35,8 @@ from tcm_kit.data.targets import fill_polygons, shrink_targets, shrunk_care_inst
 from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.heads.db import order_quad
 
-__all__ = ["SepConv", "FPEM", "PANNeck", "PANHead", "PANLoss", "PANTargets", "PANPostprocess", "pan_targets",
-           "pixel_aggregation", "pan_postprocess", "PAN", "TARGET_KEYS"]
+__all__ = ["SepConv", "FPEM", "PANNeck", "PANHead", "PAN_HEADS", "PANLoss", "PANTargets", "PANPostprocess",
+           "pan_targets", "pixel_aggregation", "pan_postprocess", "PAN", "TARGET_KEYS"]
 
 EMBED_DIM = 4  # similarity-vector channels (paper)
 
@@ -74,7 +79,8 @@ class FPEM(nn.Module):
 
 class PANNeck(nn.Module):
     """1x1 reduce (conv-BN-ReLU) to `width` -> `n_fpem` cascaded FPEMs -> FFM (sum the FPEMs' outputs per level,
-    upsample to stride 4, concatenate): 4 maps -> (B, 4*width, H/4, W/4)."""
+    upsample to stride 4, concatenate): 4 maps -> (B, 4*width, H/4, W/4). `levels` stops before the upsampling
+    (the 4 summed maps at strides 4..32), for a head that is linear in them (see PANHead)."""
 
     def __init__(self, in_channels: Sequence[int], width: int = 128, n_fpem: int = 2):
         super().__init__()
@@ -86,7 +92,8 @@ class PANNeck(nn.Module):
         self.fpems = nn.ModuleList([FPEM(width) for _ in range(n_fpem)])
         self.out_channels = 4 * width
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    def levels(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """4 maps -> the FFM's per-level sums of the FPEM outputs, 4 x (B,width,H/s,W/s), s = 4, 8, 16, 32."""
         if len(feats) != 4:
             raise DetectorError(f"PAN needs 4 feature maps (strides 4, 8, 16, 32), got {len(feats)}")
         f = [conv(x) for conv, x in zip(self.reduce, feats)]  # 4 x (B,width,H/s,W/s)
@@ -94,26 +101,57 @@ class PANNeck(nn.Module):
         for fpem in self.fpems:
             f = fpem(f)
             fused = f if fused is None else [a + b for a, b in zip(fused, f)]  # FFM: element-wise sum
+        return fused
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        fused = self.levels(feats)
         size = fused[0].shape[-2:]  # stride 4
         ups = [fused[0]] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in fused[1:]]
         return torch.cat(ups, dim=1)  # (B,4*width,H/4,W/4)
 
 
 class PANHead(nn.Module):
-    """conv3x3-BN-ReLU -> conv1x1 to 6 channels, upsampled bilinearly by `upsample` (4: input resolution).
+    """The 6 output channels, upsampled bilinearly by `upsample` (4: input resolution).
 
-    forward(x (B,c,h,w)) -> dict(text_logits (B,H,W), kernel_logits (B,H,W), embedding (B,4,H,W),
-    text = sigmoid(text_logits), kernel = sigmoid(kernel_logits)) with H = upsample*h.
+    hidden=None: one conv1x1 (in_channels -> 6), MMOCR 0.x's PANHead (TCM's PAN; its init: normal, std 0.01).
+    hidden=int: conv3x3 (in_channels -> hidden) - BN - ReLU - conv1x1 (hidden -> 6), pan_pp.pytorch's PA_Head.
+    forward(x) takes the FFM's concatenation (B,in_channels,h,w), or, for the conv1x1 head, the FFM's per-level
+    maps (`PANNeck.levels`, channels summing to in_channels): the conv1x1 is then applied to each level at its own
+    resolution and the 6-channel results are upsampled and summed, which equals the conv1x1 of the upsampled
+    concatenation (bilinear upsampling and a 1x1 conv are both linear, and bilinear weights sum to 1) without
+    building the 4 x width channel stride-4 map. -> dict(text_logits (B,H,W), kernel_logits (B,H,W),
+    embedding (B,4,H,W), text = sigmoid(text_logits), kernel = sigmoid(kernel_logits)) with H = upsample*h.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 128, upsample: int = 4):
+    def __init__(self, in_channels: int, hidden: int | None = None, upsample: int = 4):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, 2 + EMBED_DIM, 1))
+        out = 2 + EMBED_DIM
+        if hidden is None:
+            self.conv = nn.Conv2d(in_channels, out, 1)
+            nn.init.normal_(self.conv.weight, std=0.01)
+            nn.init.zeros_(self.conv.bias)
+        else:
+            self.conv = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, out, 1))
+        self.hidden = hidden
         self.upsample = upsample
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        y = self.conv(x)  # (B,6,h,w)
+    def _per_level(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        widths = [x.shape[1] for x in levels]
+        if self.hidden is not None or sum(widths) != self.conv.in_channels:
+            raise DetectorError(f"per-level input needs the conv1x1 head (hidden=None, got {self.hidden}) and "
+                                f"widths summing to its input channels, got {widths}")
+        size = levels[0].shape[-2:]  # stride 4
+        y = None
+        for x, w in zip(levels, self.conv.weight.split(widths, dim=1)):
+            z = F.conv2d(x, w)  # (B,6,h_s,w_s)
+            if z.shape[-2:] != size:
+                z = F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+            y = z if y is None else y + z
+        return y + self.conv.bias.view(1, -1, 1, 1)  # (B,6,h,w)
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        y = self.conv(x) if torch.is_tensor(x) else self._per_level(x)  # (B,6,h,w)
         if self.upsample != 1:
             y = F.interpolate(y, scale_factor=self.upsample, mode="bilinear", align_corners=False)  # (B,6,H,W)
         text_logits, kernel_logits = y[:, 0], y[:, 1]
@@ -425,26 +463,36 @@ class PANPostprocess:
 
 # ---------------------------------------------------------------------------------------------------- the head
 
+PAN_HEADS = ("mmocr", "pan_pp")
+
+
 class PAN(TextHead):
     """PAN as a detection head: PANNeck (FPEM x2 + FFM) -> PANHead -> PANLoss; decoding by pixel aggregation.
 
+    head: "mmocr" (one conv1x1 on the FFM output: MMOCR 0.x's PANHead, which TCM's authors use) or "pan_pp"
+    (conv3x3-BN-ReLU to `width` channels, then conv1x1: pan_pp.pytorch's PA_Head, hidden 128 = its neck width).
     forward(features) -> dict(text_logits, kernel_logits (B,H,W), embedding (B,4,H,W), text, kernel (B,H,W)) at
     the input resolution (stride-4 predictions upsampled bilinearly)."""
 
     decode_keys = ("text", "kernel", "embedding")
     loss_class = PANLoss
+    paper_width = 128  # FPEM width (PAN paper, MMOCR FPEM_FFM conv_out, pan_pp.pytorch)
 
-    def __init__(self, in_channels: Sequence[int], width: int = 128, *, n_fpem: int = 2,
+    def __init__(self, in_channels: Sequence[int], width: int = 128, *, n_fpem: int = 2, head: str = "mmocr",
                  loss: PANLoss | None = None, postprocess: PANPostprocess | None = None,
                  targets: PANTargets | None = None):
         super().__init__()
+        if head not in PAN_HEADS:
+            raise DetectorError(f"PAN head must be one of {PAN_HEADS}, got {head!r}")
         self.neck = PANNeck(in_channels, width=width, n_fpem=n_fpem)
-        self.maps = PANHead(self.neck.out_channels, hidden=width)
+        self.maps = PANHead(self.neck.out_channels, hidden=None if head == "mmocr" else width)
         self.criterion = loss if loss is not None else PANLoss()
         self.postprocess = postprocess if postprocess is not None else PANPostprocess()
         self.targets = targets if targets is not None else PANTargets()
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.maps.hidden is None:  # conv1x1 head: per level, no stride-4 concatenation (same result)
+            return self.maps(self.neck.levels(features))
         return self.maps(self.neck(features))
 
     def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
