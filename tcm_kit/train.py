@@ -6,7 +6,8 @@ the same config into the same folder resumes from `last.pt`; a finished run is n
 
 Data: a synthetic domain (`synth-*`) is generated on first use under data_dir()/<domain>/ with fixed data seeds
 per split (train 0, val 1, test 2), so runs with different training seeds see the same images. A real domain
-reads `<data_root>/{train,val,test}`; every split is checked before the first step.
+reads `<data_root>/{train,val,test}`; without val/, a fixed part of train/ (at most num_val images, 20%) is the
+validation split and is not trained on (carve_validation). Every split is read before the first step.
 
 Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K python -m tcm_kit.train ...` with
 DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank takes its share of every global batch.
@@ -191,7 +192,10 @@ def data_fingerprint(root) -> str:
 # ---------------------------------------------------------------------------------------------------- data
 
 def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
-    """The folder of a split; synthetic splits are generated (once, reused after) on first use."""
+    """The folder holding a split's images; synthetic splits are generated (once, reused after) on first use.
+
+    A real domain reads <data_root>/<split>; without val/ its validation images are a fixed part of train/
+    (carve_validation), so split_dir(cfg, "val") is then the train/ folder: read a split with split_dataset."""
     if cfg.domain.startswith("synth-"):
         from .data.synth import with_text_scale, write_synth_set
 
@@ -204,11 +208,50 @@ def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
     if cfg.data_root is None:
         raise TrainConfigError(f"domain {cfg.domain!r} is not synthetic: give data_root (a folder with train/ "
                                f"and test/ sub-folders)")
+    if _val_from_train(cfg) and split == "val":
+        split = "train"
     root = Path(cfg.data_root) / split
     if not root.is_dir():
         raise TrainConfigError(f"{root} does not exist (domain {cfg.domain!r}, split {split!r}): a real domain "
-                               "needs train/, val/ (thresholds are picked on it) and test/ folders")
+                               "needs train/ and test/ folders (and val/, else validation images are taken from "
+                               "train/)")
     return root
+
+
+def _val_from_train(cfg: TrainConfig) -> bool:
+    """A real domain without a val/ folder: its validation split is carved from train/."""
+    return not cfg.domain.startswith("synth-") and cfg.data_root is not None \
+        and not (Path(cfg.data_root) / "val").is_dir()
+
+
+# the seed of the validation carve: the same images whatever the run's seed
+VAL_CARVE_SEED = 104_729
+VAL_CARVE_MAX_FRACTION = 0.2
+
+
+def carve_validation(n: int, num_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) positions among n training images, for a real domain without val/: the first
+    min(num_val, 20% of n) (at least 1) of a fixed-seed permutation validate, the others train. The same images
+    every time, never in both; TrainConfigError when n < 2."""
+    if n < 2:
+        raise TrainConfigError(f"a training split of {n} image(s) is too small to carve a validation split "
+                               "from; add a val/ folder")
+    k = max(1, min(num_val, int(n * VAL_CARVE_MAX_FRACTION)))
+    order = np.random.default_rng(VAL_CARVE_SEED).permutation(n)
+    return np.sort(order[:k]), np.sort(order[k:])
+
+
+def split_dataset(cfg: TrainConfig, split: str, progress: bool = True, **options):
+    """The TextDetDataset of a split (options: TextDetDataset's, e.g. size, train, targets): its folder
+    (split_dir), where a real domain without val/ has its validation and training splits carved from train/
+    (carve_validation)."""
+    from .data.transforms import TextDetDataset
+
+    data = TextDetDataset(split_dir(cfg, split, progress), **options)
+    if split in ("train", "val") and _val_from_train(cfg):
+        val, train = carve_validation(len(data), cfg.num_val)
+        data = data.subset(val if split == "val" else train)
+    return data
 
 
 def text_scale(cfg: TrainConfig) -> float:
@@ -403,20 +446,19 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
                                   "another --out folder")
         old.write_text(cfg_json)
 
-    from .data.transforms import TextDetDataset, collate
+    from .data.transforms import collate
 
     if rank == 0:
         split_dir(cfg, "train", progress)  # generate once, before the other ranks read it
-        for split in ("val", "test"):  # a missing split fails now, not after the training
-            split_dir(cfg, split, progress)
+        for split in ("val", "test"):  # a missing or unreadable split fails now, not after the training
+            split_dataset(cfg, split, progress, size=cfg.test_size, train=False)
     if world > 1:
         dist.barrier()
-    train_root = split_dir(cfg, "train", progress=False)
 
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
-    data = TextDetDataset(train_root, size=cfg.train_size, train=True, seed=cfg.seed, targets=model.target_fn(),
-                          scale_range=tuple(cfg.scale_range))
+    data = split_dataset(cfg, "train", progress=False, size=cfg.train_size, train=True, seed=cfg.seed,
+                         targets=model.target_fn(), scale_range=tuple(cfg.scale_range))
     data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -492,13 +534,22 @@ def _append_csv(path: Path, row: dict) -> None:
 def predict_folder(model, root, size: int, device: str = "cpu", batch_size: int = 4, progress: bool = True,
                    **postprocess) -> tuple[list, list]:
     """Scored detections (low box threshold, so a sweep can filter) and ground truth of every image in a folder."""
-    from .data.transforms import TextDetDataset, collate
+    from .data.transforms import TextDetDataset
 
-    data = TextDetDataset(root, size=size, train=False)
+    return predict_dataset(model, TextDetDataset(root, size=size, train=False), device, batch_size, progress,
+                           **postprocess)
+
+
+@torch.no_grad()
+def predict_dataset(model, data, device: str = "cpu", batch_size: int = 4, progress: bool = True,
+                    **postprocess) -> tuple[list, list]:
+    """predict_folder on an evaluation TextDetDataset (train=False) -> (scored detections, ground truth)."""
+    from .data.transforms import collate
+
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
     preds, gts = [], []
     model.eval()
-    for batch in tqdm(loader, desc=f"predict {Path(root).name}", disable=not progress, leave=False):
+    for batch in tqdm(loader, desc=f"predict {data.root.name}", disable=not progress, leave=False):
         out = model.predict(batch["image"].to(device), scale=[1.0 / s for s in batch["scale"]], **postprocess)
         preds.extend(out)
         # ground truth in original-image coordinates
@@ -518,8 +569,8 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
 
     lo = min(cfg.box_thresholds)
     if box_thresh is None:
-        val_preds, val_gts = predict_folder(model, split_dir(cfg, "val", progress), cfg.test_size, device,
-                                            progress=progress, box_thresh=lo)
+        val = split_dataset(cfg, "val", progress, size=cfg.test_size, train=False)
+        val_preds, val_gts = predict_dataset(model, val, device, progress=progress, box_thresh=lo)
         sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.box_thresholds)
         best, val_hmean = float(sweep["best"]["threshold"]), float(sweep["best"]["hmean"])
     else:

@@ -146,15 +146,50 @@ def test_an_unfinished_run_is_said_with_its_step(tmp_path, monkeypatch):
         T.load_run(out)
 
 
-def test_a_real_domain_without_val_fails_before_training(tmp_path):
-    """Issue 22, item 10 (first half): the missing split is found before the first step, not after."""
+def _real_set(folder, n, seed=0):
+    """n ICDAR2015-format images (96 x 128, one white word box each) in folder/images + folder/annotations."""
+    from tcm_kit.data.formats import Instance, write_icdar2015
+
+    rng = np.random.default_rng(seed)
+    for k in range(1, n + 1):
+        img = rng.integers(0, 60, (96, 128, 3), dtype=np.uint8)
+        x, y = int(rng.integers(4, 60)), int(rng.integers(4, 60))
+        img[y:y + 20, x:x + 50] = 255
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / "images" / f"img_{k}.jpg"), img)
+        write_icdar2015(folder / "annotations" / f"gt_img_{k}.txt",
+                        [Instance([[x, y], [x + 49, y], [x + 49, y + 19], [x, y + 19]], f"w{k}")])
+
+
+def test_a_real_domain_without_test_fails_before_training(tmp_path):
+    """Issue 22, item 10: a missing split is found before the first step, not after."""
     root = tmp_path / "real"
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True)
+    _real_set(root / "train", 6)
     cfg = TrainConfig.for_profile("smoke", domain="icdar2015", data_root=str(root))
-    with pytest.raises(T.TrainConfigError, match="val"):
+    with pytest.raises(T.TrainConfigError, match="test"):
         T.train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_real_domain_with_train_and_test_only_carves_val_from_train(tmp_path, capsys):
+    """Issue 22, item 10: train/ + test/ (what the README asks for) trains, evaluates and re-evaluates; the
+    validation images are a fixed part of train/, the same whatever the seed, and never trained on."""
+    from tcm_kit.cli import main
+
+    root = tmp_path / "real"
+    _real_set(root / "train", 10)
+    _real_set(root / "test", 3, seed=1)
+    cfg = TrainConfig.for_profile("smoke", detector="dbnet", domain="icdar2015", data_root=str(root))
+    names = lambda data: [p.name for p, _ in data.samples]  # noqa: E731
+    val, train = names(T.split_dataset(cfg, "val")), names(T.split_dataset(cfg, "train"))
+    assert val and train and not set(val) & set(train)
+    assert sorted(val + train) == sorted(f"img_{k}.jpg" for k in range(1, 11))
+    again = TrainConfig.for_profile("smoke", detector="dbnet", domain="icdar2015", data_root=str(root), seed=5)
+    assert names(T.split_dataset(again, "val")) == val
+    result = T.train(cfg, tmp_path / "run", progress=False)
+    assert result["n_test"] == 3 and result["train_images"] == len(train) and result["val_hmean"] is not None
+    assert main(["eval", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "hmean=" in capsys.readouterr().out
 
 
 def test_a_real_domain_is_keyed_by_its_resolved_path_and_its_files(tmp_path, monkeypatch):
