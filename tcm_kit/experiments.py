@@ -75,7 +75,8 @@ class Plan:
     workers: int = 1
     # 02: ablations
     ablation_domain: str = "synth-ic15"
-    ablation_extras: bool = True  # the two rows beyond the paper's table (authors' prompt sentence, context decoder)
+    ablation_extras: bool = True  # the row beyond the paper's table (the authors' prompt sentence)
+    score_auc_images: int = 50  # test images for the score map's text-cell AUC (step 0 and trained; 0: none)
     taus: tuple = (0.07,)
     aux_weights: tuple = (1.0,)
     # 03: few-shot curves
@@ -101,7 +102,7 @@ class Plan:
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
-                          small_shot_max=0.25, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
+                          small_shot_max=0.25, score_auc_images=4, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
             # 42 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each (1.5-2 min a
             # run, two side by side), the rest of the budget as TrainConfig's cpu profile: the six shots with
             # 3 seeds up to 0.1, transfer across the four synthetic domains, the main table on synth-total (the
@@ -354,14 +355,46 @@ def _tcm_columns(cfg: TrainConfig) -> dict:
             "aux_weight": float(cfg.aux_weight), "context_decoder": cfg.context_decoder, "prompt": cfg.prompt}
 
 
+def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
+    """Text-cell AUC of a tcm-* run's score map P on n_images of its test split, at step 0 (the model `fit`
+    starts from: same seed, same CLIP) and after training (the run's checkpoint) -> dict(step0, trained).
+
+    Cached beside the run (run_dir/score_auc.json, keyed by run hash and n_images); {} for other detectors."""
+    from .inspect import score_map_auc
+
+    if not cfg.detector.startswith("tcm-") or n_images < 1:
+        return {}
+    d = run_dir(cfg)
+    cache, h = d / "score_auc.json", T.run_hash(cfg)
+    if cache.exists():
+        c = json.loads(cache.read_text())
+        if c.get("config_hash") == h and c.get("n_images") == n_images:
+            return {"step0": c["step0"], "trained": c["trained"]}
+    root = T.split_dir(cfg, "test", progress=False)
+    size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)  # a (long, short) pair: short
+    from .utils import seed_everything
+
+    seed_everything(cfg.seed)  # as fit() does before build_model: the same initial weights
+    step0 = score_map_auc(T.build_model(cfg, progress=False), root, size, max_images=n_images)["auc"]
+    trained = score_map_auc(T.load_run(d)[0], root, size, max_images=n_images)["auc"]
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps({"config_hash": h, "n_images": n_images, "step0": step0, "trained": trained}))
+    os.replace(tmp, cache)
+    return {"step0": step0, "trained": trained}
+
+
 def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
                    data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
     """One row per variant: its switches, P/R/hmean on the same test split, Δhmean vs the DBNet baseline."""
     plan = as_plan(plan)
     configs = ablation_configs(plan, seed, domain, data_roots)
     results = run_many(plan, list(configs.values()), "ablations", progress)
-    rows = [{"variant": label, **_tcm_columns(cfg), **_metrics(r), "config": T.run_hash(cfg)}
-            for (label, cfg), r in zip(configs.items(), results)]
+    rows = []
+    for (label, cfg), r in zip(configs.items(), results):
+        auc = score_auc(cfg, plan.score_auc_images) if cfg.score_map else {}
+        rows.append({"variant": label, **_tcm_columns(cfg), **_metrics(r),
+                     "P_auc_step0": auc.get("step0", np.nan), "P_auc": auc.get("trained", np.nan),
+                     "config": T.run_hash(cfg)})
     df = pd.DataFrame(rows)
     df.insert(df.columns.get_loc("hmean") + 1, "delta_hmean", df["hmean"] - df["hmean"].iloc[0])
     return df

@@ -410,3 +410,55 @@ def prompt_explorer(models: dict, tokenizer, images: dict, prompt: str = "Text",
     explorer = PromptExplorer(models, tokenizer, images, prompt, size)
     explorer.update()
     return explorer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# TCM's score map P on a domain's test images: how good the language prior is, before and after training
+
+
+@torch.no_grad()
+def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images: int | None = None,
+                  pos_cover: float = 0.25, progress: bool = False) -> dict:
+    """Text-cell ROC-AUC of a TCM detector's score map P on the images of the folder `root`.
+
+    model: a Detector with a TCM backbone (tcm_kit.train.build_model(cfg) is its step 0, load_run(run)[0] the
+    trained one). Each image's long side is resized to `size` (padded to a multiple of 32, as in evaluation); a
+    stride-32 cell of P is a positive when care text covers >= pos_cover of it, a negative when no text (care or
+    don't-care) touches it; cells over don't-care text or mostly padding are left out. Pooled over the images ->
+    dict(auc, n_images, n_pos_cells, n_neg_cells)."""
+    from tqdm.auto import tqdm
+
+    from tcm_kit.data.formats import read_folder
+    from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side, to_tensor
+    from tcm_kit.probe import roc_auc
+
+    if getattr(model.backbone, "aux_loss", None) is None:
+        raise InspectError("score_map_auc needs a TCM detector (tcm-*): a plain backbone has no score map")
+    samples = list(read_folder(root))[:max_images]
+    was_training = model.training
+    model.eval()
+    pos, neg = [], []
+    try:
+        for path, instances in tqdm(samples, disable=not progress, desc="score map AUC", leave=False):
+            image, insts, _ = resize_long_side(read_image(path), list(instances), size)
+            vh, vw = image.shape[:2]
+            image = pad_to_multiple(image, 32)
+            h, w = image.shape[:2]
+            p = model(to_tensor(image)[None].to(device))["score_map"][0, 0].float().cpu().numpy()  # (h/32, w/32)
+            inside = cell_coverage([_box(vw, vh)], (h, w), p.shape) >= 0.5
+            care = cell_coverage([x for x in insts if not x.ignore], (h, w), p.shape)
+            anytext = cell_coverage(insts, (h, w), p.shape)
+            pos.append(p[(care >= pos_cover) & inside])
+            neg.append(p[(anytext <= 1e-6) & inside])
+    finally:
+        model.train(was_training)
+    pos, neg = np.concatenate(pos), np.concatenate(neg)
+    return {"auc": roc_auc(pos, neg), "n_images": len(samples), "n_pos_cells": int(len(pos)),
+            "n_neg_cells": int(len(neg))}
+
+
+def _box(w: int, h: int):
+    """An instance-like rectangle [0, w] x [0, h] for cell_coverage."""
+    from tcm_kit.data.formats import Instance
+
+    return Instance(np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32), "", False)

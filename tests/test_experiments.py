@@ -43,6 +43,9 @@ def fake_train(tmp_path, monkeypatch):
         return res
 
     monkeypatch.setattr(T, "train", train)
+    # the fake runs have no checkpoint: the score map's AUC is faked too (tests/test_inspect.py tests the real one)
+    monkeypatch.setattr(ex, "score_auc",
+                        lambda cfg, n: {"step0": 0.5, "trained": 0.75} if cfg.detector.startswith("tcm-") else {})
     return calls
 
 
@@ -145,6 +148,7 @@ def test_ablation_table_has_the_ladder_and_extra_rows(fake_train):
     assert df["prompt"].iloc[7] == ex.AUTHORS_PROMPT and bool(df["context_decoder"].iloc[7])
     assert df["hmean"].between(0, 1).all()
     assert "Best variant" in ex.describe_ablation(df)
+    assert df["P_auc_step0"].isna().tolist() == [True] + [False] * 7 and (df["P_auc"].iloc[1:] == 0.75).all()
     tl = ex.tau_lambda_table("smoke", progress=False)
     assert len(tl) == 2 and set(tl["tau"]) == {0.07, 0.2}
     # the τ=0.07, λ=1 point is the ablation's TCM row: reused, not retrained

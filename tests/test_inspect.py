@@ -190,3 +190,38 @@ def test_prompt_explorer_shows_its_map_at_the_size_it_was_drawn(tiny):
     png = Image.open(io.BytesIO(ex.view.value))
     shown_w = float(ex.view.layout.width.removesuffix("px"))
     assert abs(png.width - 2 * shown_w) <= 2  # 2x pixels for the width it is shown at, never stretched
+
+
+class _MaskDetector(torch.nn.Module):
+    """A stand-in TCM detector whose score map P is a function of the image's bright pixels per cell."""
+
+    def __init__(self, sign: float):
+        super().__init__()
+        self.sign = sign
+        self.backbone = type("B", (), {"aux_loss": lambda *a: None})()
+
+    def forward(self, images):
+        bright = (images.mean(1, keepdim=True) > 1.0).float()  # (B,1,H,W): white text on black
+        p = torch.nn.functional.avg_pool2d(bright, 32)  # (B,1,H/32,W/32)
+        return {"score_map": 0.5 + self.sign * (p - 0.5)}
+
+
+def test_score_map_auc_ranks_text_cells(tmp_path):
+    from tcm_kit.data.formats import write_icdar2015
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    for i in range(2):
+        img = np.zeros((96, 160, 3), np.uint8)
+        img[32:64, 32 + 32 * i:128] = 255  # a white "word", cells aligned to the 32 px grid
+        Image.fromarray(img).save(tmp_path / "images" / f"img_{i}.png")
+        poly = np.array([[32 + 32 * i, 32], [127, 32], [127, 63], [32 + 32 * i, 63]], np.float32)  # pixels inclusive
+        write_icdar2015(tmp_path / "annotations" / f"gt_img_{i}.txt", [Instance(poly, "word")])
+    good = ins.score_map_auc(_MaskDetector(+1), tmp_path, size=160)
+    bad = ins.score_map_auc(_MaskDetector(-1), tmp_path, size=160)
+    assert good["auc"] == 1.0 and bad["auc"] == 0.0
+    assert good["n_images"] == 2 and good["n_pos_cells"] == 3 + 2 and good["n_neg_cells"] == 2 * 15 - 5
+    plain = _MaskDetector(1)
+    plain.backbone = object()
+    with pytest.raises(ins.InspectError, match="TCM"):
+        ins.score_map_auc(plain, tmp_path)
