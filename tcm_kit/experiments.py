@@ -383,6 +383,45 @@ def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
     return {"step0": step0, "trained": trained}
 
 
+STEP0_VARIANTS = {  # label -> TCM options: the bare prompt, then TCM under both inits and both dense paths
+    "fixed prompt 'Text' (no TCM modules)": dict(learnable_prompt=False, language_prompt=False, visual_prompt=False,
+                                                 context_decoder=False, dense_attention="value"),
+    "TCM, authors' init, full attention (authors)": dict(prompt_init="official", dense_attention="full"),
+    "TCM, authors' init, value path": dict(prompt_init="official", dense_attention="value"),
+    "TCM, prior init, full attention": dict(prompt_init="prior", dense_attention="full"),
+    "TCM, prior init, value path": dict(prompt_init="prior", dense_attention="value"),
+}
+
+
+def step0_score_table(profile: str = "cpu", domain: str = "synth-ic15", n_images: int = 60, seed: int = 0,
+                      progress: bool = True) -> pd.DataFrame:
+    """Text-cell AUC of TCM's score map P before any detector training (tcm-dbnet of the profile, seed `seed`),
+    on n_images of the domain's test split at the profile's test size: one row per STEP0_VARIANTS entry."""
+    from .inspect import score_map_auc
+    from .utils import seed_everything
+
+    rows = []
+    for label, flags in tqdm(STEP0_VARIANTS.items(), desc="score map at step 0", disable=not progress):
+        cfg = TrainConfig.for_profile(profile, detector="tcm-dbnet", domain=domain, seed=seed, **flags)
+        root = T.split_dir(cfg, "test", progress=False)
+        size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)
+        seed_everything(cfg.seed)
+        r = score_map_auc(T.build_model(cfg, progress=False), root, size, max_images=n_images)
+        rows.append({"variant": label, "prompt_init": cfg.prompt_init, "dense_attention": cfg.dense_attention,
+                     "P_auc_step0": r["auc"], "n_images": r["n_images"], "n_pos_cells": r["n_pos_cells"],
+                     "n_neg_cells": r["n_neg_cells"], "test_size": size, "clip_weights": cfg.clip_weights})
+    return pd.DataFrame(rows)
+
+
+def describe_step0(df: pd.DataFrame) -> str:
+    """One sentence from the step-0 table's numbers."""
+    a = df.set_index("variant")["P_auc_step0"]
+    best = a.idxmax()
+    return (f"Before any training, P separates text cells best with **{best}** (AUC {a.max():.3f}); the authors' "
+            f"setting gives {a.iloc[1]:.3f} and the bare prompt {a.iloc[0]:.3f} ({int(df['n_images'].iloc[0])} "
+            f"test images).")
+
+
 def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
                    data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
     """One row per variant: its switches, P/R/hmean on the same test split, Δhmean vs the DBNet baseline."""

@@ -21,17 +21,18 @@ __all__ = [
     "InspectError", "DEFAULT_PROMPTS", "PROFILE_SETTINGS", "settings_for", "to_clip_batch", "fit_to_stride",
     "load_image", "random_clip", "similarity_maps", "similarity_map", "cell_coverage", "text_cell_auc",
     "inspection_images", "similarity_table", "plot_similarity_grid", "pretrain_log", "plot_pretrain_curves",
-    "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer",
+    "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer", "score_map_auc",
 ]
 
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
 
 # per profile: probe scenes for evaluate_prior (n scenes at each (width, height)) and the side of the inspected
-# scenes; cpu and full probe at the sizes of the released CLIP's record
+# scenes; cpu and full probe at the sizes of the released CLIP's record; step0_images: test images for the AUC of
+# TCM's score map at step 0 (experiments.step0_score_table)
 PROFILE_SETTINGS = {
-    "smoke": dict(probe_n=32, probe_sizes=((128, 128),), image_size=256),
-    "cpu": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=384),
-    "full": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=512),
+    "smoke": dict(probe_n=32, probe_sizes=((128, 128),), image_size=256, step0_images=4),
+    "cpu": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=384, step0_images=60),
+    "full": dict(probe_n=256, probe_sizes=PROBE_SIZES, image_size=512, step0_images=100),
 }
 
 
