@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .data.formats import FORMATS
+
 
 def _cmd_reproduce(args) -> int:
     from .reproduce import NotebookFailed, run_notebooks
@@ -48,8 +50,9 @@ def _gallery(args) -> int:
 def _train_config(args):
     from .train import TrainConfig
 
-    overrides = {k: getattr(args, k) for k in ("detector", "domain", "data_root", "clip_weights", "seed", "shot",
-                                               "steps", "batch_size", "lr") if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in ("detector", "domain", "data_root", "data_format", "clip_weights",
+                                               "seed", "shot", "steps", "batch_size", "lr")
+                 if getattr(args, k, None) is not None}
     return TrainConfig.for_profile(args.profile, **overrides)
 
 
@@ -66,7 +69,12 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from .train import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.run, test_root=args.data, progress=not args.quiet, size=args.size)
+    if args.format and not args.data:
+        print("tcm-kit: error: --format names the format of --data (the run's own test split is read in the "
+              "format it was trained with)", file=sys.stderr)
+        return 2
+    result = evaluate_checkpoint(args.run, test_root=args.data, progress=not args.quiet, size=args.size,
+                                 test_format=args.format)
     print(f"test images resized to a long side of {result['test_size']} px")
     print(" ".join(f"{k}={result[k]:.4f}" for k in ("precision", "recall")))
     print(f"hmean={result['hmean']:.4f}")
@@ -115,6 +123,8 @@ def _add_train_args(t) -> None:
     t.add_argument("--detector", default=None, help="<head> | tcm-<head> | <head>-scratch, head: dbnet (default tcm-dbnet)")
     t.add_argument("--domain", default=None, help="synth-ic15 | synth-td500 | synth-total | synth-doc | a real domain")
     t.add_argument("--data-root", dest="data_root", default=None, help="real domains: folder with train/ and test/")
+    t.add_argument("--format", dest="data_format", choices=FORMATS, default=None,
+                   help="annotation format of --data-root (default: detected from the files)")
     t.add_argument("--clip-weights", dest="clip_weights", default=None, help="embedded | openai | path")
     t.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
     t.add_argument("--seed", type=int, default=None)
@@ -154,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a finished run's checkpoint on its test split or another folder")
     e.add_argument("run", help="run folder (written by tcm-kit train)")
     e.add_argument("--data", default=None, help="annotated folder to test on (default: the run's test split)")
+    e.add_argument("--format", choices=FORMATS, default=None,
+                   help="annotation format of --data (default: detected from the files)")
     e.add_argument("--size", type=int, default=None,
                    help="long side the test images are resized to (default: the run's test_size)")
     e.add_argument("--quiet", action="store_true")

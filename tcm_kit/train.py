@@ -48,6 +48,7 @@ class TrainConfig:
     detector: str = "tcm-dbnet"  # <head> | tcm-<head> | <head>-scratch (tcm_kit.detector.DETECTORS)
     domain: str = "synth-ic15"  # synth-* preset, or a real domain read from data_root
     data_root: str | None = None  # real domains: folder with train/ [val/] test/
+    data_format: str | None = None  # real domains: one of tcm_kit.data.formats.FORMATS; None: detected
     clip_weights: str = "embedded"  # embedded | openai | path to a checkpoint
     profile: str = "cpu"
     seed: int = 0
@@ -135,6 +136,13 @@ class TrainConfig:
             raise TrainConfigError(f"these must be whole numbers >= 1: {bad}")
         if not 0 < self.shot <= 1:
             raise TrainConfigError(f"shot is a fraction of the training split in (0, 1], got {self.shot}")
+        if self.data_format is not None:
+            from .data.formats import FORMATS
+
+            if self.data_format not in FORMATS or self.data_root is None:
+                raise TrainConfigError(f"data_format names the annotation format of a real domain's data_root: "
+                                       f"one of {FORMATS}; got {self.data_format!r} with data_root "
+                                       f"{self.data_root!r}")
         if not self.lr > 0 or self.warmup_steps < 0 or self.num_workers < 0:
             raise TrainConfigError(f"need lr > 0, warmup_steps >= 0, num_workers >= 0; got {self.lr}, "
                                    f"{self.warmup_steps}, {self.num_workers}")
@@ -177,7 +185,16 @@ def run_hash(cfg: TrainConfig) -> str:
     extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
     if cfg.data_root is not None:
         extra["data_fingerprint"] = data_fingerprint(cfg.data_root)
-    return config_hash({**dataclasses.asdict(cfg), **extra})
+    return config_hash({**run_fields(cfg), **extra})
+
+
+def run_fields(cfg: TrainConfig) -> dict:
+    """The config's fields as a run records them (run_hash, config.json): data_format only when one is named, so
+    a run that detects its format has the identity it would have without that field."""
+    fields = dataclasses.asdict(cfg)
+    if fields["data_format"] is None:
+        del fields["data_format"]
+    return fields
 
 
 def data_fingerprint(root) -> str:
@@ -247,7 +264,7 @@ def split_dataset(cfg: TrainConfig, split: str, progress: bool = True, **options
     (carve_validation)."""
     from .data.transforms import TextDetDataset
 
-    data = TextDetDataset(split_dir(cfg, split, progress), **options)
+    data = TextDetDataset(split_dir(cfg, split, progress), fmt=cfg.data_format, **options)
     if split in ("train", "val") and _val_from_train(cfg):
         val, train = carve_validation(len(data), cfg.num_val)
         data = data.subset(val if split == "val" else train)
@@ -438,7 +455,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if cfg.batch_size % world:
         raise TrainConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_json = json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
+    cfg_json = json.dumps(run_fields(cfg), indent=1, default=str)
     if rank == 0:
         old = out_dir / "config.json"
         if old.exists() and (out_dir / "last.pt").exists() and old.read_text() != cfg_json:
@@ -532,12 +549,13 @@ def _append_csv(path: Path, row: dict) -> None:
 
 @torch.no_grad()
 def predict_folder(model, root, size: int, device: str = "cpu", batch_size: int = 4, progress: bool = True,
-                   **postprocess) -> tuple[list, list]:
-    """Scored detections (low box threshold, so a sweep can filter) and ground truth of every image in a folder."""
+                   fmt: str | None = None, **postprocess) -> tuple[list, list]:
+    """Scored detections (low box threshold, so a sweep can filter) and ground truth of every image in a folder
+    (annotations in format `fmt`, None: detected)."""
     from .data.transforms import TextDetDataset
 
-    return predict_dataset(model, TextDetDataset(root, size=size, train=False), device, batch_size, progress,
-                           **postprocess)
+    return predict_dataset(model, TextDetDataset(root, fmt=fmt, size=size, train=False), device, batch_size,
+                           progress, **postprocess)
 
 
 @torch.no_grad()
@@ -559,12 +577,14 @@ def predict_dataset(model, data, device: str = "cpu", batch_size: int = 4, progr
 
 
 def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu", test_root=None,
-                 box_thresh: float | None = None, size: int | None = None) -> dict:
+                 box_thresh: float | None = None, size: int | None = None, test_format: str | None = None) -> dict:
     """Pick the box-score threshold on the validation split, then report P/R/hmean on the test split once.
 
     box_thresh: a threshold already picked on this run's validation split (e.g. result["box_thresh"]), so the
     validation split is not predicted again (cross-domain tests). size: the long side test images are resized to
-    (default cfg.test_size; the validation split, from the training domain, always at cfg.test_size)."""
+    (default cfg.test_size; the validation split, from the training domain, always at cfg.test_size).
+    test_format: the annotation format of test_root (None: detected); the run's own test split is read in
+    cfg.data_format."""
     from .metrics import best_threshold_sweep, hmean_iou
 
     lo = min(cfg.box_thresholds)
@@ -575,9 +595,10 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
         best, val_hmean = float(sweep["best"]["threshold"]), float(sweep["best"]["hmean"])
     else:
         best, val_hmean = float(box_thresh), None
-    test_root = test_root or split_dir(cfg, "test", progress)
+    if test_root is None:
+        test_root, test_format = split_dir(cfg, "test", progress), cfg.data_format
     size = size or cfg.test_size
-    preds, gts = predict_folder(model, test_root, size, device, progress=progress, box_thresh=lo)
+    preds, gts = predict_folder(model, test_root, size, device, progress=progress, fmt=test_format, box_thresh=lo)
     kept = [[p for p, s in img if s >= best] for img in preds]
     m = hmean_iou(kept, gts)
     return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "box_thresh": best,
@@ -626,11 +647,13 @@ def load_run(run_dir, device: str = "cpu"):
 
 
 def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: str = "cpu",
-                        size: int | None = None) -> dict:
+                        size: int | None = None, test_format: str | None = None) -> dict:
     """Re-evaluate a run: threshold picked on its validation split, P/R/hmean on `test_root` (default: its test
-    split) with its images' long side resized to `size` (default: the run's test_size)."""
+    split; annotations in `test_format`, None: detected) with its images' long side resized to `size` (default:
+    the run's test_size)."""
     model, cfg, _ = load_run(run_dir, device)
-    return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root, size=size)
+    return evaluate_run(model, cfg, progress=progress, device=device, test_root=test_root, size=size,
+                        test_format=test_format)
 
 
 def output_names(paths: list) -> list[str]:

@@ -321,3 +321,235 @@ def test_a_jpeg_with_garbage_in_its_middle_is_refused_by_name(tmp_path, finished
     capfd.readouterr()
     outs = list(T.predict_images(finished_run, [bad, good], tmp_path / "o", progress=False))
     assert outs[0][0] is None and str(bad) in outs[0][1] and outs[1][0].exists()
+
+
+# ---------------------------------------------------------------------------------------------- annotation formats
+
+def test_a_typo_in_the_first_ctw1500_file_names_what_was_found(tmp_path):
+    """Issue 22, item 12: not only 'no known annotation files'."""
+    from tcm_kit.data.formats import AnnotationError, detect_format, read_folder
+
+    offsets = ",".join(f"{2 * k},{3 + k}" for k in range(14))  # the bbox + offsets form of the training files
+    (tmp_path / "1001.txt").write_text(f"1O,20,50,60,{offsets}\n")
+    cv2.imwrite(str(tmp_path / "1001.jpg"), np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(AnnotationError) as e:
+        detect_format(tmp_path)
+    msg = str(e.value)
+    assert "1001.txt" in msg and "1O" in msg and "ctw1500" in msg and "--format" in msg
+    (tmp_path / "1002.txt").write_text(f"10,20,50,60,{offsets}\n")
+    cv2.imwrite(str(tmp_path / "1002.jpg"), np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(AnnotationError, match="non-numeric coordinate '1O'") as e:
+        list(read_folder(tmp_path))  # the other file settles the format; the typo is named by file and line
+    assert str(e.value).startswith(f"{tmp_path / '1001.txt'}:1: ")
+
+
+def test_the_cli_takes_a_format_for_data_and_data_root(tmp_path, finished_run, capsys):
+    from tcm_kit.cli import build_parser, main
+    from tcm_kit.cli import _train_config
+
+    offsets = ",".join(f"{2 * k},{3 + k}" for k in range(14))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "1001.txt").write_text(f"1O,20,50,60,{offsets}\n")
+    cv2.imwrite(str(tmp_path / "d" / "1001.jpg"), np.zeros((64, 96, 3), np.uint8))
+    assert main(["eval", str(finished_run), "--data", str(tmp_path / "d"), "--format", "ctw1500", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tcm-kit: error: ") and f"{tmp_path / 'd' / '1001.txt'}:1: non-numeric" in err
+    args = build_parser().parse_args(["train", "--profile", "smoke", "--domain", "ctw", "--data-root",
+                                      str(tmp_path), "--format", "ctw1500", "--out", str(tmp_path / "r")])
+    assert _train_config(args).data_format == "ctw1500"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", str(finished_run), "--data", str(tmp_path), "--format", "coco"])
+    with pytest.raises(T.TrainConfigError, match="data_format"):
+        TrainConfig.for_profile("smoke", data_format="ctw1500")  # a synthetic domain has no format to name
+    plain = TrainConfig.for_profile("smoke", domain="ctw", data_root=str(tmp_path))
+    assert "data_format" not in T.run_fields(plain)  # naming no format leaves a run's identity as it was
+    assert T.run_fields(TrainConfig.for_profile("smoke", domain="ctw", data_root=str(tmp_path),
+                                                data_format="ctw1500"))["data_format"] == "ctw1500"
+
+
+def test_an_empty_json_is_named(tmp_path):
+    from tcm_kit.data.formats import AnnotationError, MissingFileError, read_folder
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((64, 96, 3), np.uint8))
+    (tmp_path / "ann.json").write_text("")
+    for fmt in (None, "mmocr"):
+        with pytest.raises((AnnotationError, MissingFileError), match="ann.json.*empty file"):
+            list(read_folder(tmp_path, fmt))
+
+
+def test_outside_and_duplicated_polygons_warn_once_per_file_with_the_count(tmp_path):
+    """Issue 22, item 13."""
+    from tcm_kit.data.formats import read_folder
+
+    cv2.imwrite(str(tmp_path / "img_1.jpg"), np.zeros((64, 96, 3), np.uint8))
+    (tmp_path / "gt_img_1.txt").write_text("1,1,9,1,9,9,1,9,in\n"
+                                           "500,1,509,1,509,9,500,9,out\n1,500,9,500,9,509,1,509,out\n"
+                                           "1,1,9,1,9,9,1,9,in\n")
+    with pytest.warns(UserWarning) as caught:
+        (_, insts), = read_folder(tmp_path)
+    msgs = [str(w.message) for w in caught]
+    assert len(msgs) == 2
+    assert any("gt_img_1.txt: 2 polygons wholly outside the 96 x 64 image" in m and "lines 2, 3" in m for m in msgs)
+    assert any("gt_img_1.txt: 1 duplicated polygon" in m and "line 4" in m for m in msgs)
+    assert [(i.text, i.ignore) for i in insts] == [("in", False), ("out", True), ("out", True)]
+
+
+@pytest.mark.parametrize("line", [
+    ",".join(f"{10 + k},{50 - k}" for k in range(14)).replace(",11,49,", ",,,", 1) + ",####two blanks",
+    ",".join(f"{10 + k},{50 - k}" for k in range(14)).replace(",11,", ",,", 1),
+])
+def test_blank_ctw1500_fields_are_refused_by_file_and_line(tmp_path, line):
+    """Issue 22, item 5: blank fields of a CTW1500 line were dropped, shifting the points after them."""
+    from tcm_kit.data.formats import AnnotationError, read_ctw1500
+
+    p = tmp_path / "1001.txt"
+    p.write_text("10,20,50,60," + ",".join(f"{2 * k},{3 + k}" for k in range(14)) + "\n" + line + "\n")
+    with pytest.raises(AnnotationError, match="blank coordinate field") as e:
+        read_ctw1500(p)
+    assert str(e.value).startswith(f"{p}:2: ")
+
+
+# The formats x faults matrix: every format the reader registry knows (formats.FORMATS) under every fault; the
+# outcome must be an error naming the file (and line) or a warning naming it -- never a silent result.
+
+GOOD = [([(10, 10), (60, 10), (60, 30), (10, 30)], "alpha"), ([(70, 50), (120, 50), (120, 80), (70, 80)], "beta")]
+W, H = 128, 96
+
+
+def _icdar2015_files(items):
+    return [(f"annotations/gt_{stem}.txt", ["".join(f"{x},{y}," for x, y in pts) + text for pts, text in specs])
+            for stem, specs in items]
+
+
+def _totaltext_files(items):
+    return [(f"annotations/poly_gt_{stem}.txt", [
+        f"x: [[{' '.join(str(x) for x, _ in pts)}]], y: [[{' '.join(str(y) for _, y in pts)}]], ornt: [u'h'], "
+        f"transcriptions: [u'{text}']" for pts, text in specs]) for stem, specs in items]
+
+
+def _ctw1500_files(items):
+    return [(f"annotations/{stem}.txt", ["".join(f"{x},{y}," for x, y in pts) + "####" + text for pts, text in specs])
+            for stem, specs in items]
+
+
+def _td500_line(k, pts):
+    """A TD500 box: x y w h of the points' bounds (an x given as text stays text); fewer than 3 points -> a line
+    without its angle."""
+    xs, ys = [x for x, _ in pts if not isinstance(x, str)], [y for _, y in pts]
+    x = next((x for x, _ in pts if isinstance(x, str)), min(xs))
+    fields = [k, 0, x, min(ys), max(xs) - min(xs), max(ys) - min(ys)] + ([0] if len(pts) >= 3 else [])
+    return " ".join(map(str, fields))
+
+
+def _td500_files(items):
+    return [(f"annotations/{stem}.gt", [_td500_line(k, pts) for k, (pts, _) in enumerate(specs)])
+            for stem, specs in items]
+
+
+def _mmocr_files(items):
+    data = [{"img_path": f"images/{stem}.jpg", "height": H, "width": W, "instances": [
+        {"polygon": [v for p in pts for v in p], "text": text, "ignore": False} for pts, text in specs]}
+        for stem, specs in items]
+    return [("ann.json", [json.dumps({"metainfo": {}, "data_list": data}, indent=1)])]
+
+
+# format -> writer of [(image stem, [(points, text)])] -> [(annotation file, lines)], the first file holding the
+# first image's instances
+SAMPLES = {"icdar2015": _icdar2015_files, "totaltext": _totaltext_files, "ctw1500": _ctw1500_files,
+           "td500": _td500_files, "mmocr": _mmocr_files}
+
+# fault -> (how it changes the instances, expected outcome: "error" | "warning", what the message says)
+FAULTS = {
+    "none": (lambda s: s, None, None),
+    "malformed coordinate": (lambda s: s[:-1] + [([("1O", s[-1][0][0][1])] + s[-1][0][1:], s[-1][1])],
+                             "error", "non-numeric coordinate '1O'"),
+    "too few points": (lambda s: s[:-1] + [(s[-1][0][:2], s[-1][1])], "error", "points|fields"),
+    "blank transcription": (lambda s: s[:-1] + [(s[-1][0], "")], "warning", "blank transcription"),
+    "zero-area polygon": (lambda s: s[:-1] + [([(10, 40), (30, 40), (50, 40), (70, 40)], "flat")], "warning",
+                          "zero-area"),
+    "outside-image polygon": (lambda s: s[:-1] + [([(x + 1000, y) for x, y in s[-1][0]], s[-1][1])], "warning",
+                              "wholly outside"),
+    "duplicate polygon": (lambda s: s + [s[-1]], "warning", "duplicated polygon"),
+    "missing image": (lambda s: s, "error", "without image|not found"),
+    "corrupt image": (lambda s: s, "error", "corrupt JPEG data"),
+    "empty annotation file": (lambda s: s, "warning", "empty annotation file"),
+}
+# where a format's nature changes the outcome
+OVERRIDES = {
+    ("td500", "blank transcription"): ("n/a", "TD500 lines have no transcription"),
+    ("mmocr", "blank transcription"): ("n/a", "text is optional in MMOCR textdet JSON"),
+    ("td500", "zero-area polygon"): ("error", "non-positive width or height"),
+    ("mmocr", "empty annotation file"): ("error", "empty file"),
+}
+
+
+def _write_sample(root, fmt, fault):
+    """A two-image dataset of `fmt`, `fault` in the first image (img_1) -> (its annotation file, its image, where
+    the faulty instance is)."""
+    if fmt not in SAMPLES:
+        pytest.fail(f"formats.FORMATS has {fmt!r}: add its sample writer to SAMPLES in {__file__}")
+    specs = FAULTS[fault][0](list(GOOD))
+    files = SAMPLES[fmt]([("img_1", specs), ("img_2", GOOD)])
+    for k, (rel, lines) in enumerate(files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("" if fault == "empty annotation file" and k == 0 else "\n".join(lines) + "\n")
+    img = root / "images" / "img_1.jpg"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images" / "img_2.jpg"), np.full((H, W, 3), 90, np.uint8))
+    if fault == "corrupt image":
+        _corrupt_middle(img)
+    elif fault != "missing image":
+        cv2.imwrite(str(img), np.full((H, W, 3), 90, np.uint8))
+    k = len(specs) - 1
+    where = f"data_list[0].instances[{k}]" if fmt == "mmocr" else f"line {k + 1}"
+    return root / files[0][0], img, where
+
+
+def _read_all(root):
+    from tcm_kit.data.transforms import TextDetDataset
+
+    data = TextDetDataset(root, size=128, train=False)
+    for i in range(len(data)):
+        data[i]
+    return data
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fmt", __import__("tcm_kit.data.formats", fromlist=["FORMATS"]).FORMATS)
+def test_formats_x_faults(tmp_path, fmt, fault):
+    import re
+    import warnings
+
+    from tcm_kit.data.formats import AnnotationError
+    from tcm_kit.data.transforms import CorruptImageError
+
+    outcome, says = OVERRIDES.get((fmt, fault), FAULTS[fault][1:])
+    if outcome == "n/a":
+        pytest.skip(says)
+    ann, img, where = _write_sample(tmp_path, fmt, fault)
+    named = img if fault == "corrupt image" else ann
+    line_bound = fmt != "mmocr" and fault in ("malformed coordinate", "too few points", "zero-area polygon")
+    if outcome == "error":
+        with pytest.raises((AnnotationError, CorruptImageError)) as e:
+            _read_all(tmp_path)
+        msg = str(e.value)
+        assert str(named) in msg and re.search(says, msg), msg
+        if line_bound:
+            assert f"{ann}:{where.split()[-1]}: " in msg, msg
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = _read_all(tmp_path)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    insts = dict((p.name, i) for p, i in data.samples).get("img_1.jpg", [])
+    if outcome is None:
+        assert msgs == [], msgs
+        assert len(insts) == len(GOOD) and not any(i.ignore for i in insts)
+        if fmt != "td500":  # TD500 holds no transcriptions
+            assert [i.text for i in insts] == [t for _, t in GOOD]
+        return
+    assert len(msgs) == 1 and str(named) in msgs[0] and re.search(says, msgs[0]), msgs
+    if fault != "empty annotation file":
+        assert where in msgs[0], msgs
+        np.testing.assert_array_equal(insts[0].polygon, np.float32(GOOD[0][0]))  # the rest read as written
+        assert not insts[0].ignore

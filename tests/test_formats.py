@@ -49,8 +49,8 @@ def test_icdar2015_bom_commas_ignore_and_blank_lines(tmp_path):
               "377,117,463,117,465,130,378,130,Genaxis Theatre\r\n\n"
               "493,115,519,115,519,131,493,131,[06]\n"
               "374,155,409,155,409,170,374,170,###\n"
-              "1,2,3,4,5,6,7,8,Hello, world, again\n"
-              "1,2,3,4,5,6,7,8\n", bom=True)
+              "1,2,30,2,30,20,1,20,Hello, world, again\n"
+              "1,2,30,2,30,20,1,21\n", bom=True)
     insts = read_icdar2015(p)
     assert [i.text for i in insts] == ["Genaxis Theatre", "[06]", "###", "Hello, world, again", ""]
     assert [i.ignore for i in insts] == [False, False, True, False, False]
@@ -101,11 +101,11 @@ def test_totaltext_records_quotes_ignore_and_wrapped_lines(tmp_path):
     p = write(tmp_path / "poly_gt_img1.txt",
               "x: [[115 503 494 115]], y: [[322 346 426 404]], ornt: [u'h'], transcriptions: [u'nauGHTY']\n"
               "x: [[ 10  20  30  20]], y: [[ 5 1 5 9]], ornt: [u'#'], transcriptions: [u'#']\n"
-              "x: [[1 2 3]], y: [[4 5 6]], ornt: [u'c'], transcriptions: [u\"don't\"]\n"
-              "x: [[100 200 300 400 500\n 600 700]], y: [[1 2 3 4 5\n 6 7]], ornt: [u'c'],\n"
+              "x: [[1 2 3]], y: [[4 9 6]], ornt: [u'c'], transcriptions: [u\"don't\"]\n"
+              "x: [[100 200 300 400 500\n 600 700]], y: [[1 20 3 4 5\n 6 7]], ornt: [u'c'],\n"
               " transcriptions: [u'wrapped']\n"
               "x: [[1 2 3]], y: [[4 5 6]], ornt: [u'h'], transcriptions: [u'###']\n"
-              "x: [[1, 2, 3]], y: [[4, 5, 6]], transcriptions: ['no ornt']\n", bom=True)
+              "x: [[1, 2, 3]], y: [[4, 5, 9]], transcriptions: ['no ornt']\n", bom=True)
     insts = read_totaltext(p)
     assert [i.text for i in insts] == ["nauGHTY", "#", "don't", "wrapped", "###", "no ornt"]
     assert [i.ignore for i in insts] == [False, True, False, False, True, False]
@@ -138,7 +138,7 @@ def test_totaltext_malformed(tmp_path, text, line, why):
 # ------------------------------------------------------------------------------------------- CTW1500
 
 def test_ctw1500_offsets_are_relative_to_bbox_top_left(tmp_path):
-    offsets = [(2 * k, 3 + k) for k in range(14)]
+    offsets = [(2 * k, 3 + k * k) for k in range(14)]
     line = "100,200,150,260," + ",".join(f"{dx},{dy}" for dx, dy in offsets)
     insts = read_ctw1500(write(tmp_path / "1001.txt", line + "\n"))
     assert len(insts) == 1 and insts[0].polygon.shape == (14, 2)
@@ -147,7 +147,7 @@ def test_ctw1500_offsets_are_relative_to_bbox_top_left(tmp_path):
 
 
 def test_ctw1500_absolute_form_with_transcription(tmp_path):
-    pts = [(10 + k, 50 - k) for k in range(14)]
+    pts = [(10 + k, 50 - k * k) for k in range(14)]
     coords = ",".join(f"{x},{y}" for x, y in pts)
     p = write(tmp_path / "1002.txt", f"{coords},####Hello, CTW\n{coords},#######\n{coords}\n")
     insts = read_ctw1500(p)

@@ -4,15 +4,24 @@ Every reader returns a list of `Instance`: polygon float32 (N, 2) in pixels, tra
 Formats: ICDAR2015 (`gt_img_1.txt`), Total-Text txt (`poly_gt_img1.txt`), CTW1500 txt (`1001.txt`, both the
 bbox+offsets and the absolute `####text` forms), MSRA-TD500 (`IMG_0059.gt`) and MMOCR textdet JSON.
 `read_folder(root)` pairs images with their annotation files and yields `(image_path, instances)`.
+
+What a file says that cannot be right stops the reading with an AnnotationError `path:line: why` (malformed or
+missing coordinates, too few points). What can be read but is likely a mistake is read as said below and warned
+once per file, with the count and the lines (`check_instances`): a care polygon of zero area or wholly outside its
+image is read as don't-care (it can neither be detected nor matched), a polygon listed twice is read once, a
+care instance with a blank transcription (in formats whose lines carry one) is read as text without a
+transcription, and an empty annotation file as an image without text.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,7 +80,9 @@ def _read_lines(path) -> list[tuple[int, str]]:
 def _numbers(fields, path, lineno) -> list[float]:
     """Parse coordinate strings; AnnotationError on a non-numeric or non-finite one."""
     out = []
-    for f in fields:
+    for k, f in enumerate(fields, 1):
+        if not str(f).strip():
+            raise AnnotationError(path, lineno, f"blank coordinate field (number {k})")
         try:
             v = float(f)
         except ValueError:
@@ -102,6 +113,103 @@ def _check_text(text, path, k):
         raise AnnotationError(path, 0, f"instance {k}: transcription contains a line break")
 
 
+class Record(NamedTuple):
+    """One instance as read: where its file says it ("line 3", "data_list[0].instances[2]"), the instance, and
+    whether the format gave it a transcription field."""
+    where: str
+    inst: Instance
+    text_field: bool
+
+
+class Findings:
+    """What one annotation file holds that is read but is likely a mistake: one warning per kind, with the count
+    and where. one_image: the file annotates one image (a txt file), so a warning can name its size."""
+
+    def __init__(self, path, one_image: bool = True):
+        self.path, self.one_image, self.kinds = Path(path), one_image, {}
+
+    def add(self, noun: str, rest: str, where: str) -> None:
+        self.kinds.setdefault((noun, rest), []).append(where)
+
+    def warn(self) -> None:
+        for (noun, rest), places in self.kinds.items():
+            n = len(places)
+            warnings.warn(f"{self.path}: {n} {noun}{'s' if n != 1 else ''}{rest} ({_places(places)})", stacklevel=3)
+
+
+def _places(places: list[str], most: int = 10) -> str:
+    """["line 2", "line 3"] -> "lines 2, 3"; other places listed as they are; at most `most`, then a count."""
+    more = f" and {len(places) - most} more" if len(places) > most else ""
+    shown = places[:most]
+    if all(p.startswith("line ") for p in shown):
+        return ("line " if len(places) == 1 else "lines ") + ", ".join(p[5:] for p in shown) + more
+    return ", ".join(shown) + more
+
+
+def has_area(polygon) -> bool:
+    """Whether a polygon covers any area, as the evaluation sees it (tcm_kit.metrics: self-intersections repaired
+    with shapely.make_valid)."""
+    p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return False
+    x, y = p[:, 0], p[:, 1]
+    if abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) > 0:  # signed area: non-zero -> some area
+        return True
+    import shapely
+
+    return shapely.area(shapely.make_valid(shapely.Polygon(p))) > 0
+
+
+def _wholly_outside(polygon, size) -> bool:
+    """Whether no point of the polygon's bounding box lies on an image of `size` (height, width)."""
+    h, w = size
+    lo, hi = polygon.min(0), polygon.max(0)
+    return bool(hi[0] < 0 or hi[1] < 0 or lo[0] > w - 1 or lo[1] > h - 1)
+
+
+def check_instances(records: list[Record], found: Findings, image_size=None, image=None) -> list[Instance]:
+    """The instances of one image's records, with the likely mistakes noted in `found`: an instance listed before
+    (same polygon, transcription and don't-care flag) is read once; the same polygon with another transcription
+    or flag is kept as written; a care polygon of zero area, and a polygon wholly outside its image (image_size
+    (h, w), when known), are read as don't-care; a care instance whose transcription field is blank is read as
+    it is."""
+    seen, polygons, out = set(), set(), []
+    for where, inst, text_field in records:
+        key = inst.polygon.tobytes()
+        if (key, inst.text, inst.ignore) in seen:
+            found.add("duplicated polygon", ", read once", where)
+            continue
+        if key in polygons:
+            found.add("polygon", " listed again with another transcription or don't-care flag, kept as written", where)
+        seen.add((key, inst.text, inst.ignore))
+        polygons.add(key)
+        if not inst.ignore and not has_area(inst.polygon):
+            found.add("zero-area care polygon", ", read as don't-care", where)
+            inst = dataclasses.replace(inst, ignore=True)
+        elif image_size is not None and _wholly_outside(inst.polygon, image_size):
+            on = f"the {image_size[1]} x {image_size[0]} image {Path(image).name}" if found.one_image \
+                else "their image"
+            found.add("polygon", f" wholly outside {on}, read as don't-care", where)
+            inst = dataclasses.replace(inst, ignore=True)
+        if text_field and not inst.ignore and not inst.text.strip():
+            found.add("care instance", " with a blank transcription, read as text without one; ### marks a "
+                      "don't-care region", where)
+        out.append(inst)
+    return out
+
+
+def _checked(path, records: list[Record], image_size=None, image=None, warn_empty=True) -> list[Instance]:
+    """check_instances for one annotation file, warned once per kind; an empty file is warned as such
+    (warn_empty)."""
+    if warn_empty and not records and not _read_lines(path):
+        warnings.warn(f"{path}: empty annotation file: read as an image without text", stacklevel=3)
+    found = Findings(path)
+    out = check_instances(records, found, image_size, image)
+    found.warn()
+    return out
+
+
+
 def _write_lines(path, lines):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +233,10 @@ def _leading_numbers(text: str) -> int:
 
 def read_icdar2015(path) -> list[Instance]:
     """`x1,y1,...,x4,y4,transcription` per line; the transcription may contain commas; `###` = don't care."""
+    return _checked(path, _icdar2015_records(path))
+
+
+def _icdar2015_records(path) -> list[Record]:
     out = []
     for i, line in _read_lines(path):
         parts = line.split(",", 8)
@@ -137,7 +249,7 @@ def read_icdar2015(path) -> list[Instance]:
                                   f"{text.split(',')[extra]!r}: a polygon, but ICDAR2015 lines hold quads (4 points); "
                                   "write polygons in the Total-Text or MMOCR JSON format")
         poly = _polygon(_numbers(parts[:8], path, i), path, i)
-        out.append(Instance(poly, text, text in IGNORE_TEXTS))
+        out.append(Record(f"line {i}", Instance(poly, text, text in IGNORE_TEXTS), True))
     return out
 
 
@@ -184,6 +296,10 @@ def _tt_records(path) -> list[tuple[int, str]]:
 
 def read_totaltext(path) -> list[Instance]:
     """`x: [[..]], y: [[..]], ornt: [u'h'], transcriptions: [u'..']`; `#`/`###` (or ornt `#`) = don't care."""
+    return _checked(path, _totaltext_records(path))
+
+
+def _totaltext_records(path) -> list[Record]:
     out = []
     for i, rec in _tt_records(path):
         m = _TT_RECORD.match(rec)
@@ -197,7 +313,7 @@ def read_totaltext(path) -> list[Instance]:
             raise AnnotationError(path, i, f"polygon with {len(xs)} points (need at least 3)")
         text = _tt_string(m["text"])
         ignore = text in TOTALTEXT_IGNORE or _tt_string(m["ornt"] or "") == "#"
-        out.append(Instance(np.stack([xs, ys], 1), text, ignore))
+        out.append(Record(f"line {i}", Instance(np.stack([xs, ys], 1), text, ignore), True))
     return out
 
 
@@ -218,25 +334,33 @@ def write_totaltext(path, instances) -> None:
 # ---------------------------------------------------------------------------------------------- CTW1500
 
 
-def _ctw_line(line, path, i) -> Instance:
+def _ctw_line(line, path, i) -> Record:
+    where = f"line {i}"
     if "####" in line:  # test-gt form: absolute x1,y1,...,xn,yn,####transcription
         coords, text = line.split("####", 1)
-        fields = [f for f in coords.split(",") if f.strip()]
-        return Instance(_polygon(_numbers(fields, path, i), path, i), text, text in IGNORE_TEXTS)
+        fields = coords.split(",")
+        if len(fields) > 1 and not fields[-1].strip():  # the comma before ####
+            fields = fields[:-1]
+        poly = _polygon(_numbers(fields, path, i), path, i)
+        return Record(where, Instance(poly, text, text in IGNORE_TEXTS), True)
     fields = line.split(",")
     if len(fields) == 28:  # absolute form without transcription
-        return Instance(_polygon(_numbers(fields, path, i), path, i))
+        return Record(where, Instance(_polygon(_numbers(fields, path, i), path, i)), False)
     if len(fields) != 32:
         raise AnnotationError(
             path, i, f"expected 32 fields (xmin,ymin,xmax,ymax + 14 offset points) or 28 coordinates "
             f"followed by ####transcription, got {len(fields)} fields")
     v = _numbers(fields, path, i)
     offsets = np.asarray(v[4:], dtype=np.float32).reshape(14, 2)  # (dx, dy) relative to (xmin, ymin)
-    return Instance(offsets + np.asarray(v[:2], dtype=np.float32))
+    return Record(where, Instance(offsets + np.asarray(v[:2], dtype=np.float32)), False)
 
 
 def read_ctw1500(path) -> list[Instance]:
     """CTW1500 txt: 32 integers (bbox + 14 offsets from (xmin, ymin)) or 28 absolute coords + `####text`."""
+    return _checked(path, _ctw1500_records(path))
+
+
+def _ctw1500_records(path) -> list[Record]:
     return [_ctw_line(line, path, i) for i, line in _read_lines(path)]
 
 
@@ -254,6 +378,10 @@ def td500_corners(x, y, w, h, theta) -> np.ndarray:
 
 def read_td500(path) -> list[Instance]:
     """MSRA-TD500 `.gt`: `index difficult x y w h theta` (radians) per line; difficult=1 -> don't care."""
+    return _checked(path, _td500_records(path))
+
+
+def _td500_records(path) -> list[Record]:
     out = []
     for i, line in _read_lines(path):
         parts = line.split()
@@ -262,7 +390,7 @@ def read_td500(path) -> list[Instance]:
         _, difficult, x, y, w, h, theta = _numbers(parts, path, i)
         if w <= 0 or h <= 0:
             raise AnnotationError(path, i, f"box with non-positive width or height ({w:g} x {h:g})")
-        out.append(Instance(td500_corners(x, y, w, h, theta), "", difficult != 0))
+        out.append(Record(f"line {i}", Instance(td500_corners(x, y, w, h, theta), "", difficult != 0), False))
     return out
 
 
@@ -295,10 +423,31 @@ def _mmocr_instance(d, path, where) -> Instance:
 
 
 def read_mmocr_json(path, data_root=None) -> list[tuple[Path, list[Instance]]]:
-    """MMOCR textdet JSON -> [(image_path, instances)]; img_path is relative to data_root (default: json folder)."""
+    """MMOCR textdet JSON -> [(image_path, instances)]; img_path is relative to data_root (default: json folder).
+
+    Checked as check_instances checks a txt file (no image sizes here: read_folder adds those), with one warning
+    per kind for the whole file."""
+    return _checked_mmocr(path, _mmocr_records(path, data_root), sizes=False)
+
+
+def _checked_mmocr(path, items, sizes: bool) -> list[tuple[Path, list[Instance]]]:
+    """check_instances on every image of an MMOCR JSON (`sizes`: with each image's size, where it can be read),
+    warned once per kind for the file."""
+    found = Findings(path, one_image=False)
+    out = [(img, check_instances(recs, found, image_size=_image_size(img) if sizes else None, image=img))
+           for img, recs in items]
+    found.warn()
+    return out
+
+
+def _mmocr_records(path, data_root=None) -> list[tuple[Path, list[Record]]]:
     path = Path(path)
+    text = _read_text(path)
+    if not text.strip():
+        raise AnnotationError(path, 0, "empty file: expected an MMOCR textdet JSON (an object with a 'data_list' "
+                              "list)")
     try:
-        doc = json.loads(_read_text(path))
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise AnnotationError(path, e.lineno, f"invalid JSON at column {e.colno}: {e.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data_list"), list):
@@ -314,8 +463,9 @@ def read_mmocr_json(path, data_root=None) -> list[tuple[Path, list[Instance]]]:
         insts = item["instances"]
         if not isinstance(insts, list):
             raise AnnotationError(path, 0, f"data_list[{k}].instances: expected a list")
+        wheres = [f"data_list[{k}].instances[{j}]" for j in range(len(insts))]
         out.append((base / item["img_path"],
-                    [_mmocr_instance(d, path, f"data_list[{k}].instances[{j}]") for j, d in enumerate(insts)]))
+                    [Record(w, _mmocr_instance(d, path, w), False) for w, d in zip(wheres, insts)]))
     return out
 
 
@@ -358,6 +508,8 @@ def write_mmocr_json(path, items, data_root=None, metainfo=None) -> None:
 # ---------------------------------------------------------------------------------------------- folders
 
 READERS = {"icdar2015": read_icdar2015, "totaltext": read_totaltext, "ctw1500": read_ctw1500, "td500": read_td500}
+RECORDS = {"icdar2015": _icdar2015_records, "totaltext": _totaltext_records, "ctw1500": _ctw1500_records,
+           "td500": _td500_records}
 NAMING = "gt_<name>.txt (icdar2015), poly_gt_<name>.txt / gt_<name>.txt (totaltext), <name>.txt (ctw1500), " \
          "<name>.gt (td500), *.json with a data_list (mmocr)"
 
@@ -462,18 +614,48 @@ def detect_format(ann_dir) -> str:
     if gt:
         kinds.add(_first_sniff(gt, "icdar2015"))
     plain = [p for p in files if low(p).endswith(".txt") and not low(p).startswith(("gt_", "poly_gt_"))]
-    if plain and (_first_sniff(plain) == "ctw1500" or not kinds and _first_sniff(plain) is None):
+    sniffs = [_sniff(p) for p in plain[:10]]
+    if plain and ("ctw1500" in sniffs or not kinds and not any(sniffs)):
         kinds.add("ctw1500")
     kinds.discard(None)
-    if len(kinds) != 1:
-        what = f"several formats {sorted(kinds)}" if kinds else "no known annotation files"
-        raise AnnotationError(ann_dir, 0, f"cannot detect the format: {what}; expected {NAMING}; pass fmt=")
+    if len(kinds) > 1:
+        raise AnnotationError(ann_dir, 0, f"cannot detect the format: several formats {sorted(kinds)}; expected "
+                                          f"{NAMING}; pass fmt= (tcm-kit: --format)")
+    if not kinds:
+        raise AnnotationError(ann_dir, 0, f"cannot detect the format: {_unknown(files, plain)}")
     return kinds.pop()
 
 
+def _unknown(files: list[Path], plain: list[Path]) -> str:
+    """What an annotation folder of no detected format holds, and what was expected."""
+    if not plain:
+        return f"no known annotation files among {len(files)} .txt/.gt files; expected {NAMING}; pass fmt= " \
+               "(tcm-kit: --format)"
+    p = plain[0]
+    i, line = (_read_lines(p) or [(1, "")])[0]
+    return (f"{len(plain)} files named as CTW1500 names them (<name>.txt), but {p}:{i} is {line.strip()[:60]!r}, "
+            "not a CTW1500 line (32 comma-separated numbers, or coordinates then ####transcription), nor of "
+            f"another format; expected {NAMING}; pass fmt='ctw1500' (tcm-kit: --format ctw1500) to read them as "
+            "CTW1500 and have the bad line named")
+
+
+def _jsons(root: Path, split=None) -> list[Path]:
+    return sorted(p for p in root.glob("*.json") if split is None or split.lower() in p.name.lower())
+
+
 def _mmocr_jsons(root: Path, split=None) -> list[Path]:
-    js = sorted(p for p in root.glob("*.json") if '"data_list"' in p.read_text(encoding="utf-8-sig", errors="ignore"))
-    return [p for p in js if split is None or split.lower() in p.name.lower()]
+    return [p for p in _jsons(root, split) if '"data_list"' in p.read_text(encoding="utf-8-sig", errors="ignore")]
+
+
+def _not_mmocr(root: Path, split=None) -> str:
+    """'' or, for the json files of a folder that are not MMOCR textdet files, '; <path>: why' for each."""
+    whys = []
+    for p in _jsons(root, split):
+        try:
+            _mmocr_records(p)
+        except AnnotationError as e:
+            whys.append(f"{p}: {e.why}")
+    return "".join(f"; {w}" for w in whys)
 
 
 def _report(missing: list[tuple[Path, str]], on_missing: str, root: Path):
@@ -523,21 +705,29 @@ def read_folder(root, fmt=None, *, split=None, on_missing="raise", data_root=Non
     if fmt != "mmocr":
         try:
             dirs = find_dirs(root, split)
-        except MissingFileError:
+        except MissingFileError as e:
             if not jsons:
-                raise
+                others = _not_mmocr(root, split) if fmt is None else ""
+                if not others:
+                    raise
+                raise MissingFileError(root, e.why + "; no MMOCR json either" + others, e.missing) from None
     if fmt is None and jsons and dirs:
         raise AnnotationError(root, 0, f"ambiguous: MMOCR json {[p.name for p in jsons]} and txt annotations in "
                                        f"{dirs[1]}; pass fmt=")
     if dirs is None:
         if len(jsons) != 1:
             what = [p.name for p in jsons] or "none"
-            raise MissingFileError(root, f"expected one MMOCR json (with a data_list) in the folder, found {what}")
-        items = read_mmocr_json(jsons[0], data_root if data_root is not None else root)
-        _report([(p, f"image listed in {jsons[0].name} not found") for p, _ in items if not p.is_file()],
+            raise MissingFileError(root, f"expected one MMOCR json (with a data_list) in the folder, found {what}"
+                                   + (_not_mmocr(root, split) if not jsons else ""))
+        items = _mmocr_records(jsons[0], data_root if data_root is not None else root)
+        _report([(p, f"image listed in {jsons[0]} not found") for p, _ in items if not p.is_file()],
                 on_missing, root)
-        return iter([(p, insts) for p, insts in items if p.is_file()])
+        return iter(_checked_mmocr(jsons[0], [(p, recs) for p, recs in items if p.is_file()], sizes=True))
     fmt = fmt or detect_format(dirs[1])
     pairs, missing = _pair_files(*dirs, fmt)
     _report(missing, on_missing, root)
-    return ((img, READERS[fmt](ann)) for img, ann in pairs)
+    empty = [str(ann) for _, ann in pairs if not _read_lines(ann)]
+    if empty:
+        warnings.warn(f"{root}: {len(empty)} empty annotation file{'s' if len(empty) > 1 else ''}, read as "
+                      f"image{'s' if len(empty) > 1 else ''} without text ({_places(empty)})", stacklevel=2)
+    return ((img, _checked(ann, RECORDS[fmt](ann), _image_size(img), img, warn_empty=False)) for img, ann in pairs)
