@@ -19,6 +19,11 @@ from benchmarks import each_in_own_process, repeat_timed
 
 
 AMP_DTYPES = ("auto", "fp32", "bf16", "fp16")
+# TCM settings beside the default (the authors'): name -> (detector, TCM options)
+VARIANTS = {
+    "tcm-dbnet [fast]": ("tcm-dbnet", dict(prompt_query="learned")),  # FastTCM's learned query, prompt cached
+    "tcm-dbnet [value]": ("tcm-dbnet", dict(dense_attention="value")),  # MaskCLIP's value path
+}
 
 
 def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: str, threads: int,
@@ -36,8 +41,9 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    width = HEADS[head_family(detector)[0]].paper_width
-    model = build_detector(detector, create_clip(arch, seed=0), neck_width=width).to(device).eval()
+    name, flags = VARIANTS.get(detector, (detector, {}))
+    width = HEADS[head_family(name)[0]].paper_width
+    model = build_detector(name, create_clip(arch, seed=0), neck_width=width, **flags).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")

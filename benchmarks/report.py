@@ -41,13 +41,14 @@ def _versions() -> str:
 
 def inference_table(runs: int, threads: int) -> pd.DataFrame:
     """Random weights, each head at its paper's neck width: every detector at 640 px batch 1 (embedded tiny CLIP,
-    TCM-RN-tiny); dbnet vs tcm-dbnet at
-    the synthetic images' own 320 px (batch 1 and 8) and with the RN50 architecture at 640 px."""
+    TCM-RN-tiny); dbnet vs tcm-dbnet at the synthetic images' own 320 px (batch 1 and 8); and with the RN50
+    architecture at 640 px, dbnet vs tcm-dbnet (the authors' settings), FastTCM's learned query and the value
+    path (inference.VARIANTS)."""
     tiny, pair = "TCM-RN-tiny", ("dbnet", "tcm-dbnet")
     rows = []
     for dets, arch, size, batch, n in ((train_speed.DEFAULT_DETECTORS, tiny, 640, 1, runs),
                                        (pair, tiny, 320, 1, runs), (pair, tiny, 320, 8, max(3, runs // 2)),
-                                       (pair, "RN50", 640, 1, max(3, runs // 2))):
+                                       (pair + tuple(inference.VARIANTS), "RN50", 640, 1, max(3, runs // 2))):
         for r in inference.run(dets, arch, size, batch, n, threads, "cpu"):
             rows.append({"detector": r["detector"], "arch": r["arch"], "neck": r["neck_width"], "size": r["size"],
                          "batch": r["batch"], "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],

@@ -49,3 +49,16 @@ def test_gpu_benchmark_script_runs_and_reports_the_device(tmp_path, monkeypatch)
     df = pd.read_csv(tmp_path / "benchmarks_gpu_inference.csv")
     assert len(df) == 2 * 2 and set(df["amp"]) == {"fp32", "bf16"} and set(df["batch"]) == {2}
     assert (df["FPS"] - df["batch"] / (df["median ms"] / 1000)).abs().max() < 1e-6 * df["FPS"].max()
+
+
+@pytest.mark.parametrize("variant", ["tcm-dbnet [fast]", "tcm-dbnet [value]"])
+def test_inference_variants_build_the_tcm_option_they_name(variant, monkeypatch):
+    inference = importlib.import_module("benchmarks.inference")
+    import tcm_kit.detector as det
+
+    built = []
+    real = det.build_detector
+    monkeypatch.setattr(det, "build_detector", lambda *a, **k: built.append(k) or real(*a, **k))
+    row = inference.measure(variant, "TCM-RN-tiny", 64, 1, 1, "cpu", 1, amp="fp32")
+    assert row["detector"] == variant and row["median_ms"] > 0
+    assert {k: built[0][k] for k in inference.VARIANTS[variant][1]} == inference.VARIANTS[variant][1]
