@@ -10,7 +10,8 @@ reads `<data_root>/{train,val,test}`; without val/, a fixed part of train/ (at m
 validation split and is not trained on (carve_validation). Every split is read before the first step.
 
 Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K python -m tcm_kit.train ...` with
-DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank takes its share of every global batch.
+DistributedDataParallel (gloo on CPU, NCCL on GPU); `batch_size` is per process (the official samples_per_gpu):
+a step's global batch is batch_size x K images, of which each rank takes its own batch_size.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class TrainConfig:
     # synthetic images larger than the crop want factors > 1 so that words keep their generated size
     scale_range: tuple = (0.5, 2.0)
     test_size: int = 320  # evaluation long side
-    batch_size: int = 8
+    batch_size: int = 8  # per process (under DDP each rank trains on batch_size images per step)
     steps: int = 800
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1  # image encoder at 0.1x the base rate (authors' code)
@@ -452,8 +453,6 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     rank, world = _dist_env()
     if device == "cuda" and world > 1:
         torch.cuda.set_device(rank % torch.cuda.device_count())
-    if cfg.batch_size % world:
-        raise TrainConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_json = json.dumps(run_fields(cfg), indent=1, default=str)
     if rank == 0:
@@ -491,8 +490,9 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     log_path = out_dir / "log.csv"
-    steps_per_epoch = max(1, len(data) // cfg.batch_size)
-    share = cfg.batch_size // world
+    global_batch = cfg.batch_size * world  # batch_size per rank, as the official samples_per_gpu
+    steps_per_epoch = max(1, len(data) // global_batch)
+    share = cfg.batch_size
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
     amp = autocast(device)
@@ -500,7 +500,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     while step < cfg.steps:
         epoch, first = divmod(step, steps_per_epoch)
         data.set_epoch(epoch)
-        batches = epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch)[first:]
+        batches = epoch_batches(len(data), global_batch, cfg.seed, epoch)[first:]
         local = [b[rank * share:(rank + 1) * share] for b in batches][: cfg.steps - step]
         # its own generator: creating a loader must not draw from the global RNG, or a resumed run would diverge
         loader = torch.utils.data.DataLoader(data, batch_sampler=local, collate_fn=collate,
