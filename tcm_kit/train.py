@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -64,13 +65,23 @@ class TrainConfig:
     # slowly: dbnet on synth-ic15 at 320 px, 500 steps, hmean 0.01 with text x2 (smallest font 11 px), 0.16 with
     # x3 (16 px)
     min_text_px: float | None = None
-    neck_width: int = 256  # DBNet FPN width (paper 256; the tiny embedded CLIP trains on CPU with less)
+    neck_width: int = 256  # the head's neck width (papers: DBNet/FCENet 256, PAN 128; the full profile's default)
     # optimisation
     train_size: int = 320  # training crop
     # random rescale before the crop, as a factor on the long side = train_size (DBNet: 0.5-3 of the image);
     # synthetic images larger than the crop want factors > 1 so that words keep their generated size
     scale_range: tuple = (0.5, 2.0)
-    test_size: int = 320  # evaluation long side
+    # the augmentation (tcm_kit.data.transforms.train_transforms): "kit" (scale, rotate with the canvas grown,
+    # window crop, flip, jitter) | "official" (the official DBNet pipeline: torchvision jitter, flip, rotate in
+    # place, scale relative to the image itself, MMOCR's EastRandomCrop resized to fit train_size)
+    aug_pipeline: str = "kit"
+    flip_p: float = 0.0  # horizontal-flip probability (official 0.5)
+    max_angle: float = 10.0  # rotation uniform in +-max_angle degrees (official 10)
+    color_jitter: tuple = (0.3, 0.3, 0.3, 0.05)  # brightness, contrast, saturation, hue (official 32/255, 0, 0.5, 0)
+    # what the detector's input is normalised with: "clip" (OpenAI CLIP's mean/std) | "dbnet" (the official
+    # pipeline's img_norm_cfg_r50dcnv2: DBNet's mean, ImageNet's std)
+    pixel_norm: str = "clip"
+    test_size: int | tuple = 320  # evaluation resize: long side, or (long, short) as mmcv (official IC15 (4068, 1024))
     batch_size: int = 8  # per process (under DDP each rank trains on batch_size images per step)
     steps: int = 800
     lr: float = 1e-3
@@ -101,6 +112,16 @@ class TrainConfig:
     # the smoke and cpu profiles keep it so their results stay as reported until the mmocr head is measured there)
     pan_head: str = "mmocr"
     weight_decay: float = 1e-4
+    # "adamw" (decoupled weight decay) | "adam" (L2: the decay is added to the gradient; the official IC15 Adam)
+    optimizer: str = "adamw"
+    # parameters without weight decay: "none" | "official" (what mmcv's DefaultOptimizerConstructor makes of the
+    # IC15 config's custom key 'norm': the LayerNorms inside the TCM decoders' layers, the only parameters whose
+    # official names hold "norm" and no longer key) | "norms" (every normalisation layer, the key's evident intent)
+    no_decay: str = "none"
+    # "warmup-poly" (linear warm-up over warmup_steps, then poly per step, the factor floored at min_lr / lr) |
+    # "poly-epoch" (mmcv's PolyLrUpdaterHook by epoch, the official: lr_g = (lr0_g - min_lr)(1 - epoch / epochs)^power
+    # + min_lr at each epoch's start, no warm-up)
+    lr_schedule: str = "warmup-poly"
     warmup_steps: int = 50
     poly_power: float = 0.9
     min_lr: float = 1e-7
@@ -121,8 +142,15 @@ class TrainConfig:
     dense_attention: str = "full"  # the attention pool's pixel embeddings: "full" (authors) | "value" (MaskCLIP)
     prompt_init: str = "official"  # "official" (contexts std 1) | "prior" (std 0.02, zero last LPG layer)
     prompt_query: str = "image"  # the LPG's input: "image" (Ī, TCM) | "learned" (FastTCM, prompt cached)
+    # DBNet's decoding (tcm_kit.heads.db.DBPostprocess); None: its defaults
+    db_postprocess: "DBPostprocess | None" = None
     # evaluation
     box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    # "val" (the kit's: box threshold picked on the validation split, the test split reported once) | "authors"
+    # (also the authors' protocol, labelled: the test split evaluated every eval_every_epochs and the best
+    # checkpoint and box threshold on it reported, as the official save_best on the test set)
+    eval_protocol: str = "val"
+    eval_every_epochs: int = 5  # the authors' protocol's evaluation interval (official: evaluation interval=5)
     # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
     # weights a run starts from are in run_hash already (clip_fingerprint)
     code_version: int = 12
@@ -131,10 +159,25 @@ class TrainConfig:
         if self.data_root is not None:  # one dataset, one identity, whatever the working directory
             object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
         counts = {k: getattr(self, k) for k in ("steps", "batch_size", "num_train", "num_val", "num_test",
-                                                "image_size", "train_size", "test_size", "ckpt_every")}
+                                                "image_size", "train_size", "ckpt_every", "eval_every_epochs")}
+        test = self.test_size if isinstance(self.test_size, (tuple, list)) else (self.test_size,)
+        if isinstance(self.test_size, list):
+            object.__setattr__(self, "test_size", tuple(self.test_size))
+        counts.update({f"test_size[{i}]" if len(test) > 1 else "test_size": v for i, v in enumerate(test)})
         bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
-        if bad:
-            raise TrainConfigError(f"these must be whole numbers >= 1: {bad}")
+        if bad or len(test) not in (1, 2):
+            raise TrainConfigError(f"these must be whole numbers >= 1 (test_size: one, or a (long, short) pair): "
+                                   f"{bad or {'test_size': self.test_size}}")
+        choices = {"optimizer": ("adamw", "adam"), "no_decay": ("none", "official", "norms"),
+                   "lr_schedule": ("warmup-poly", "poly-epoch"), "aug_pipeline": ("kit", "official"),
+                   "pixel_norm": ("clip", "dbnet"), "eval_protocol": ("val", "authors"),
+                   "pan_head": ("mmocr", "pan_pp")}
+        wrong = {k: getattr(self, k) for k, ok in choices.items() if getattr(self, k) not in ok}
+        if wrong:
+            raise TrainConfigError(f"unknown choice(s) {wrong}; the choices are {choices}")
+        if len(self.color_jitter) != 4 or not 0 <= self.flip_p <= 1:
+            raise TrainConfigError(f"color_jitter is (brightness, contrast, saturation, hue), flip_p in [0, 1]; got "
+                                   f"{self.color_jitter}, {self.flip_p}")
         if not 0 < self.shot <= 1:
             raise TrainConfigError(f"shot is a fraction of the training split in (0, 1], got {self.shot}")
         if self.data_format is not None:
@@ -163,15 +206,32 @@ class TrainConfig:
                         neck_width=64, pan_head="pan_pp",
                         decoder_width=64,
                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
-            # full: 640 crops, batch 16 per GPU, 1200 epochs in the paper (AdamW 1e-4 for CTW/TT, Adam 1e-4 IC15);
-            # steps are set per dataset by the caller (epochs * len(train) / batch).
+            # full: the official IC15 config (configs/textdet/dbnet/
+            # clip_db_r50_fpnc_prompt_gen_vis_1200e_ft_gen_ic15_adam_taiji.py and its bases); steps are set per
+            # dataset by the caller: epochs * len(train) / (batch_size * GPUs), 1200 epochs in the paper (75,000
+            # steps: 1000 images on one GPU; 9,375 on the README's 8)
             "full": dict(clip_weights="openai", num_train=1000, num_val=200, num_test=500,
-                         image_size=640, train_size=640, test_size=1024, batch_size=16, steps=75000, lr=1e-4,
-                         warmup_steps=500, ckpt_every=1000, num_workers=8),
+                         image_size=640, train_size=640, test_size=(4068, 1024), batch_size=16, steps=75000,
+                         lr=1e-4, optimizer="adam", no_decay="official", lr_schedule="poly-epoch", warmup_steps=0,
+                         aug_pipeline="official", flip_p=0.5, scale_range=(0.5, 3.0), max_angle=10.0,
+                         color_jitter=(32 / 255, 0.0, 0.5, 0.0), pixel_norm="dbnet",
+                         prompt="the pixels of many arbitrary-shape text instances.",
+                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), ckpt_every=1000, num_workers=8),
         }
         if profile not in base:
             raise TrainConfigError(f"profile must be smoke, cpu or full, got {profile!r}")
-        return cls(profile=profile, **{**base[profile], **overrides})
+        settings = {**base[profile], **overrides}
+        if profile == "full":
+            from .detector import HEADS, head_family
+            from .heads.db import DBPostprocess
+
+            family = head_family(settings.get("detector", cls.detector))[0]
+            settings.setdefault("neck_width", HEADS[family].paper_width)  # PAN 128
+            if family == "dbnet":  # the IC15 config's DBParamPostprocessor
+                settings.setdefault("db_postprocess", DBPostprocess(
+                    thresh=0.28, box_thresh=0.2, unclip_ratio=1.6, min_size=2, max_candidates=3000, polygon=False,
+                    contour_approx=0.001))
+        return cls(profile=profile, **settings)
 
     def tcm_flags(self) -> dict:
         return {k: getattr(self, k) for k in TCM_FLAGS} if self.detector.startswith("tcm-") else {}
@@ -321,26 +381,105 @@ def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
                                    tr_reg_weight=cfg.fce_tr_reg_weight), "norm": cfg.fce_head_norm}
     elif head_family(cfg.detector)[0] == "pan":
         options = {"head": cfg.pan_head}
-    return build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
-                          head_options=options, **cfg.tcm_flags())
+    if head_family(cfg.detector)[0] == "dbnet" and cfg.db_postprocess is not None:
+        options["postprocess"] = cfg.db_postprocess
+    model = build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
+                           head_options=options, **cfg.tcm_flags())
+    model.pixel_norm = cfg.pixel_norm
+    if cfg.pixel_norm != "clip":
+        # the kit's tensors are CLIP-normalised (tcm_kit.data.transforms.to_tensor): the detector converts its
+        # input to its own normalisation on entry, so every caller (training, evaluation, predict) feeds the same
+        model.register_forward_pre_hook(functools.partial(_renormalize_input, norm=cfg.pixel_norm))
+    return model
+
+
+def _renormalize_input(module, args, norm: str):
+    from .data.transforms import renormalize
+
+    return (renormalize(args[0], norm), *args[1:])
+
+
+def train_augmentation(cfg: TrainConfig):
+    """The training transforms of a config (tcm_kit.data.transforms.train_transforms)."""
+    from .data.transforms import train_transforms
+
+    return train_transforms(cfg.train_size, tuple(cfg.scale_range), cfg.max_angle, cfg.flip_p,
+                            pipeline=cfg.aug_pipeline, color_jitter=tuple(cfg.color_jitter))
+
+
+def no_decay_parameters(model, mode: str) -> set[int]:
+    """ids of the parameters that get no weight decay (TrainConfig.no_decay): "none" -> none; "norms" -> those of
+    every normalisation layer (BatchNorm, LayerNorm, GroupNorm); "official" -> those of the LayerNorms inside the
+    TCM decoders' layers (tcm_kit.prompts.DecoderLayer: official TransformerDecoderLayer.norm1-3 of the context
+    decoder and the visual prompt generator). mmcv's DefaultOptimizerConstructor gives each parameter the settings
+    of the longest custom key in its name and only those: the IC15 config's keys are 'text_encoder', 'backbone'
+    and 'norm', so 'norm' (decay_mult 0) reaches no parameter of the backbone (whose BatchNorms are bn1-3 anyway),
+    and elsewhere only names with "norm": the decoder layers' norm1-3; the neck and head BatchNorms (DBHead's
+    Sequential indices), the other LayerNorms (nn.Sequential indices) and all biases keep the decay."""
+    if mode == "none":
+        return set()
+    if mode == "norms":
+        norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+        return {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+    if mode == "official":
+        from .prompts import DecoderLayer
+
+        return {id(p) for layer in model.modules() if isinstance(layer, DecoderLayer) for m in layer.modules()
+                if isinstance(m, torch.nn.LayerNorm) for p in m.parameters(recurse=False)}
+    raise TrainConfigError(f"no_decay must be none, official or norms, got {mode!r}")
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """The pre-trained image encoder at backbone_lr_mult x lr (authors' code: 0.1), everything else trainable at
-    lr; frozen parts (the text encoder) excluded. dbnet-scratch has no prior to preserve: all at lr."""
+    lr; frozen parts (the text encoder) excluded. dbnet-scratch has no prior to preserve: all at lr. With
+    cfg.no_decay other than "none" each of the two is split into a group with weight_decay and one without
+    (no_decay_parameters)."""
     mult = 1.0 if cfg.detector.endswith("-scratch") else cfg.backbone_lr_mult
     encoder = {id(p) for p in model.backbone.image_encoder().parameters()}
     enc = [p for p in model.parameters() if p.requires_grad and id(p) in encoder]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
-    return [{"params": enc, "lr": cfg.lr * mult}, {"params": rest, "lr": cfg.lr}]
+    free = no_decay_parameters(model, cfg.no_decay)
+    if not free:
+        return [{"params": enc, "lr": cfg.lr * mult}, {"params": rest, "lr": cfg.lr}]
+    groups = []
+    for params, lr in ((enc, cfg.lr * mult), (rest, cfg.lr)):
+        groups.append({"params": [p for p in params if id(p) not in free], "lr": lr, "weight_decay": cfg.weight_decay})
+        groups.append({"params": [p for p in params if id(p) in free], "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay) or Adam (L2 decay in the gradient, the official IC15 optimiser) on param_groups."""
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
+    return cls(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then poly decay (power 0.9) towards min_lr."""
+    """lr_schedule "warmup-poly": linear warm-up, then poly decay (power 0.9) towards min_lr."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return max((1 - min(t, 1.0)) ** cfg.poly_power, cfg.min_lr / cfg.lr)
+
+
+def epoch_poly_lr(step: int, base_lr: float, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """lr_schedule "poly-epoch", mmcv's PolyLrUpdaterHook(by_epoch=True): the learning rate of a group whose
+    initial rate is base_lr during step `step`: (base_lr - min_lr) * (1 - epoch / epochs)^power + min_lr, epoch =
+    step // steps_per_epoch, epochs = ceil(steps / steps_per_epoch); no warm-up."""
+    epochs = math.ceil(cfg.steps / steps_per_epoch)
+    coeff = (1 - min(step // steps_per_epoch, epochs) / epochs) ** cfg.poly_power
+    return (base_lr - cfg.min_lr) * coeff + cfg.min_lr
+
+
+def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """LambdaLR over the optimiser's groups for cfg.lr_schedule (its lambdas are functions: not in its state)."""
+    if cfg.lr_schedule == "warmup-poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    def group_factor(base_lr):
+        return lambda s: epoch_poly_lr(s, base_lr, cfg, steps_per_epoch) / base_lr if base_lr > 0 else 0.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [group_factor(g["lr"]) for g in optimizer.param_groups])
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
@@ -441,6 +580,8 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
     result.update(config_hash=run_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
                   seed=cfg.seed, profile=cfg.profile, steps=cfg.steps, train_images=n_train,
                   train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
+    if cfg.eval_protocol == "authors":  # beside the kit's figure, never in its place
+        result["authors_protocol"] = json.loads((out_dir / "authors_protocol.json").read_text())
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, done)
@@ -474,10 +615,12 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
     data = split_dataset(cfg, "train", progress=False, size=cfg.train_size, train=True, seed=cfg.seed,
-                         targets=model.target_fn(), scale_range=tuple(cfg.scale_range))
+                         targets=model.target_fn(), scale_range=tuple(cfg.scale_range), aug=train_augmentation(cfg))
     data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    global_batch = cfg.batch_size * world  # batch_size per rank, as the official samples_per_gpu
+    steps_per_epoch = max(1, len(data) // global_batch)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     step = 0
     ckpt = out_dir / "last.pt"
     if ckpt.exists():
@@ -490,9 +633,8 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     log_path = out_dir / "log.csv"
-    global_batch = cfg.batch_size * world  # batch_size per rank, as the official samples_per_gpu
-    steps_per_epoch = max(1, len(data) // global_batch)
     share = cfg.batch_size
+    authors = AuthorsProtocol(out_dir, cfg, steps_per_epoch) if cfg.eval_protocol == "authors" else None
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
     amp = autocast(device)
@@ -517,10 +659,69 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
             bar.update(1)
             if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
                 save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg)
+            if authors is not None and authors.due(step):
+                if rank == 0:
+                    authors.evaluate(model, step, device, progress)
+                if world > 1:
+                    dist.barrier()
     bar.close()
     if world > 1:
         dist.barrier()
     return model, len(data)
+
+
+AUTHORS_PROTOCOL = ("authors' protocol: checkpoint and box threshold picked on the test split itself (the "
+                    "official save_best on the test hmean, thresholds 0.3-0.9); optimistic, not comparable with "
+                    "the validation-split figure")
+
+
+class AuthorsProtocol:
+    """The official evaluation (TrainConfig.eval_protocol="authors"), kept beside the kit's: every
+    eval_every_epochs epochs (and at the last step) the test split is predicted and scored at each of
+    cfg.box_thresholds; the best (step, threshold) so far is kept in out_dir/authors_protocol.json and its
+    weights in out_dir/best_test.pt. The training RNG state is restored after each evaluation, so a run trains
+    the same with either protocol."""
+
+    def __init__(self, out_dir: Path, cfg: TrainConfig, steps_per_epoch: int):
+        self.path, self.weights, self.cfg = out_dir / "authors_protocol.json", out_dir / "best_test.pt", cfg
+        self.every = max(1, cfg.eval_every_epochs * steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self.state = json.loads(self.path.read_text()) if self.path.exists() else {
+            "protocol": AUTHORS_PROTOCOL, "every_steps": self.every, "evaluations": [], "best": None}
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.cfg.steps
+
+    def evaluate(self, model, step: int, device: str, progress: bool) -> dict:
+        rng = _rng_state()
+        try:
+            row = evaluate_on_test_split(model, self.cfg, progress, device)
+        finally:
+            model.train()
+            _set_rng_state(rng)
+        row = {"step": step, "epoch": step / self.steps_per_epoch, **row}
+        self.state["evaluations"].append(row)
+        if self.state["best"] is None or row["hmean"] > self.state["best"]["hmean"]:
+            self.state["best"] = row
+            tmp = self.weights.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "step": step, "config_hash": run_hash(self.cfg)}, tmp)
+            os.replace(tmp, self.weights)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.path)
+        return row
+
+
+def evaluate_on_test_split(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu") -> dict:
+    """One evaluation of the authors' protocol: P/R/hmean on the test split at the box threshold (among
+    cfg.box_thresholds) that is best on the test split itself (official eval_hmean: 0.3-0.9, the first best)."""
+    from .metrics import best_threshold_sweep
+
+    test = split_dataset(cfg, "test", progress, size=cfg.test_size, train=False)
+    preds, gts = predict_dataset(model, test, device, progress=progress, box_thresh=min(cfg.box_thresholds))
+    best = best_threshold_sweep(preds, gts, thresholds=cfg.box_thresholds)["best"]
+    return {"precision": best["precision"], "recall": best["recall"], "hmean": best["hmean"],
+            "box_thresh": best["threshold"]}
 
 
 def train_step(model, forward, optimizer, batch: dict, device: str, amp) -> dict:
@@ -624,6 +825,13 @@ def run_config(run_dir) -> TrainConfig:
                               "train the run again")
     fields["box_thresholds"] = tuple(fields["box_thresholds"])
     fields["scale_range"] = tuple(fields.get("scale_range", (0.5, 2.0)))
+    for k in ("color_jitter", "test_size"):
+        if isinstance(fields.get(k), list):
+            fields[k] = tuple(fields[k])
+    if isinstance(fields.get("db_postprocess"), dict):
+        from .heads.db import DBPostprocess
+
+        fields["db_postprocess"] = DBPostprocess(**fields["db_postprocess"])
     return TrainConfig(**fields)
 
 
@@ -676,7 +884,7 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
     (None, why) for an image that cannot be read, and goes on with the next."""
     import cv2
 
-    from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_long_side, to_tensor
+    from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
     model, cfg, result = load_run(run_dir, device)
     box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
@@ -695,7 +903,7 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
         except CorruptImageError as e:
             yield None, str(e)
             continue
-        small, _, scale = resize_long_side(image, [], size or cfg.test_size)
+        small, _, scale = resize_to_scale(image, [], size or cfg.test_size)
         x = to_tensor(pad_to_multiple(small, 32))[None].to(device)
         dets = model.predict(x, scale=1.0 / scale, box_thresh=box_thresh)[0]
         canvas = image.copy()

@@ -28,6 +28,14 @@ from .targets import db_targets
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# the official TCM pipeline's img_norm_cfg_r50dcnv2 (configs/_base_/det_pipelines/dbnet_pipeline.py): DBNet's
+# mean, ImageNet's std, RGB, on 0-255 pixels (here on 0-1)
+DBNET_MEAN = (122.67891434 / 255, 116.66876762 / 255, 104.00698793 / 255)
+IMAGENET_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
+PIXEL_NORMS = {"clip": (CLIP_MEAN, CLIP_STD), "dbnet": (DBNET_MEAN, IMAGENET_STD)}
+# the uint8 colour that is 0 after either normalisation (both means round to it): what the official pipeline pads
+# with, as it pads after normalising
+MEAN_FILL = (123, 117, 104)
 
 
 # ----------------------------------------------------------------------------- helpers on instances
@@ -131,6 +139,23 @@ def resize_long_side(image: np.ndarray, instances: list[Instance], size: int):
     return image, instances, scale
 
 
+def resize_to_scale(image: np.ndarray, instances: list[Instance], size):
+    """Evaluation resize keeping the aspect ratio -> (image, instances, scale = new / original).
+
+    size int: the long side becomes `size` (resize_long_side). size (long, short): mmcv's keep-ratio rescale, as
+    the official test pipelines' Resize: the largest scale with long side <= long and short side <= short
+    (official IC15 (4068, 1024): a 1280x720 image becomes 1820x1024), sides rounded as mmcv rounds them.
+    """
+    if isinstance(size, (int, np.integer)):
+        return resize_long_side(image, instances, int(size))
+    long, short = (int(v) for v in size)
+    h, w = image.shape[:2]
+    scale = min(max(long, short) / max(h, w), min(long, short) / min(h, w))
+    new_w, new_h = max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))
+    image, instances = resize(image, instances, new_w, new_h)
+    return image, instances, scale
+
+
 def pad_to(image: np.ndarray, h: int, w: int, value: int = 0) -> np.ndarray:
     """Pad bottom/right to at least (h, w) with a constant; polygons are unchanged by this."""
     ph, pw = max(0, h - image.shape[0]), max(0, w - image.shape[1])
@@ -169,8 +194,9 @@ class RandomScale:
 class RandomRotate:
     """Rotate by an angle uniform in [-max_angle, max_angle] degrees (with probability p).
 
-    expand=True grows the canvas so no pixel is lost (corners padded with `fill`); expand=False keeps the size
-    and clips polygons to the frame (see `clip_instances`).
+    expand=True grows the canvas so no pixel is lost (corners padded with `fill`, a grey level or an RGB colour);
+    expand=False keeps the size (imgaug's Affine, fit_output=False) and clips polygons to the frame (see
+    `clip_instances`).
     """
 
     def __init__(self, max_angle: float = 10.0, expand: bool = True, p: float = 1.0, fill: int = 0,
@@ -189,8 +215,9 @@ class RandomRotate:
             lo, hi = corners.min(0), corners.max(0)
             M[:, 2] -= lo
             out_w, out_h = int(math.ceil(hi[0] - lo[0])) + 1, int(math.ceil(hi[1] - lo[1])) + 1
+        fill = tuple(self.fill) if isinstance(self.fill, (tuple, list)) else (self.fill,) * 3
         out = cv2.warpAffine(image, M, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(self.fill,) * 3)
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
         instances = map_points(instances, lambda p: affine_points(p, M))
         if not self.expand:
             instances = clip_instances(instances, 0, 0, out_w - 1, out_h - 1, self.min_keep)
@@ -235,6 +262,79 @@ class RandomCrop:
         return f"RandomCrop(size={self.size}, tries={self.tries}, min_keep={self.min_keep})"
 
 
+def _free_runs(covered: np.ndarray) -> list[np.ndarray]:
+    """The runs of consecutive indices where `covered` is 0."""
+    free = np.flatnonzero(covered == 0)
+    return [r for r in np.split(free, np.flatnonzero(np.diff(free) != 1) + 1) if len(r)]
+
+
+class RegionCrop:
+    """The official DBNet pipeline's crop (MMOCR's EastRandomCrop, min_crop_side_ratio 0.1): a random region
+    whose edges lie on rows and columns free of care text, resized to fit a size x size canvas (aspect kept) and
+    padded bottom/right with `fill`.
+
+    Each of up to `tries` draws picks two free columns (from two random runs of free columns when there are
+    several, else anywhere among the free ones) and two free rows; the region between them is taken when it is
+    at least `min_side` of the image in both directions and touches a care polygon; else the whole image is
+    used. Polygons wholly outside the region are dropped, the others kept whole (the region's edges cross no care
+    text by construction).
+    """
+
+    def __init__(self, size: int, tries: int = 10, min_side: float = 0.1, fill=MEAN_FILL):
+        self.size, self.tries, self.min_side, self.fill = int(size), tries, min_side, fill
+
+    @staticmethod
+    def _pick(runs: list[np.ndarray], free: np.ndarray, rng) -> tuple[int, int]:
+        if len(runs) > 1:
+            a, b = (int(rng.choice(runs[int(rng.integers(len(runs)))])) for _ in range(2))
+        else:
+            a, b = (int(v) for v in rng.choice(free, size=2))
+        return min(a, b), max(a, b)
+
+    def _region(self, image, instances, rng) -> tuple[int, int, int, int]:
+        h, w = image.shape[:2]
+        cols, rows = np.zeros(w, np.int32), np.zeros(h, np.int32)
+        care = [np.round(np.asarray(i.polygon, np.float64).reshape(-1, 2)).astype(np.int64)
+                for i in instances if not i.ignore and len(i.polygon)]
+        for p in care:
+            cols[max(0, p[:, 0].min()):max(0, p[:, 0].max())] = 1
+            rows[max(0, p[:, 1].min()):max(0, p[:, 1].max())] = 1
+        free_x, free_y = np.flatnonzero(cols == 0), np.flatnonzero(rows == 0)
+        if not len(free_x) or not len(free_y):
+            return 0, 0, w, h
+        runs_x, runs_y = _free_runs(cols), _free_runs(rows)
+        for _ in range(self.tries):
+            x0, x1 = self._pick(runs_x, free_x, rng)
+            y0, y1 = self._pick(runs_y, free_y, rng)
+            if x1 - x0 < self.min_side * w or y1 - y0 < self.min_side * h:
+                continue
+            if any(not _outside(p, x0, y0, x1, y1) for p in care):
+                return x0, y0, x1 - x0, y1 - y0
+        return 0, 0, w, h
+
+    def __call__(self, image, instances, rng):
+        x0, y0, cw, ch = self._region(image, instances, rng)
+        s = min(self.size / cw, self.size / ch)
+        nw, nh = max(1, int(cw * s)), max(1, int(ch * s))
+        canvas = np.empty((self.size, self.size, 3), np.uint8)
+        canvas[:] = self.fill
+        crop, _ = resize(image[y0:y0 + ch, x0:x0 + cw], [], nw, nh)
+        canvas[:nh, :nw] = crop
+        # the region's pixel edges map onto the resized crop's: x -> (x - x0 + 0.5) * s - 0.5
+        moved = map_points(instances, lambda p: (p - (x0, y0) + 0.5) * (nw / cw, nh / ch) - 0.5)
+        kept = [i for i in moved if len(i.polygon) and not _outside(i.polygon, 0, 0, nw, nh)]
+        return canvas, kept
+
+    def __repr__(self):
+        return f"RegionCrop(size={self.size}, tries={self.tries}, min_side={self.min_side}, fill={self.fill})"
+
+
+def _outside(poly, x0, y0, x1, y1) -> bool:
+    """Whether a polygon lies wholly left, right, above or below the box [x0, x1] x [y0, y1]."""
+    p = np.asarray(poly).reshape(-1, 2)
+    return bool(p[:, 0].max() < x0 or p[:, 0].min() > x1 or p[:, 1].max() < y0 or p[:, 1].min() > y1)
+
+
 class RandomFlip:
     """Horizontal flip with probability p. Off by default: text is not mirror-symmetric."""
 
@@ -271,18 +371,65 @@ class ResizePad:
 
 # ----------------------------------------------------------------------------- photometric
 
+JITTER_MODES = ("kit", "torchvision")
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma of an RGB image (PIL's convert("L")), float (H, W)."""
+    f = img.astype(np.float32)
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+def _blend(img: np.ndarray, other, factor: float) -> np.ndarray:
+    """factor * img + (1 - factor) * other, rounded and clipped to uint8 (PIL's ImageEnhance)."""
+    out = factor * img.astype(np.float32) + (1.0 - factor) * np.asarray(other, np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 class ColorJitter:
     """Random brightness / contrast (RGB) and saturation / hue (HSV) changes; polygons untouched.
 
     Factors are uniform in [1 - x, 1 + x] for brightness, contrast and saturation; the hue shift is uniform in
-    [-hue, hue] of a full turn.
+    [-hue, hue] of a full turn; a 0 switches a change off.
+    mode "kit": brightness, contrast, then saturation and hue in HSV, in that order.
+    mode "torchvision": torchvision's ColorJitter on a PIL image, as the official pipeline applies it (MMOCR's
+    ColorJitter): the changes that are on, in a random order, each rounded to uint8; brightness scales the pixels,
+    contrast blends with the mean grey level, saturation blends with the grey image (ITU-R 601-2 luma), hue
+    shifts the HSV hue.
     """
 
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3, hue: float = 0.05,
-                 p: float = 1.0):
+                 p: float = 1.0, mode: str = "kit"):
+        if mode not in JITTER_MODES:
+            raise ValueError(f"jitter mode must be one of {JITTER_MODES}, got {mode!r}")
         self.brightness, self.contrast, self.saturation, self.hue, self.p = brightness, contrast, saturation, hue, p
+        self.mode = mode
+
+    def _torchvision(self, image, rng):
+        ops = [k for k, x in (("b", self.brightness), ("c", self.contrast), ("s", self.saturation), ("h", self.hue))
+               if x > 0]
+        img = image
+        for k in (ops[i] for i in rng.permutation(len(ops))):
+            if k == "h":
+                hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)  # H in [0, 180) for uint8
+                hsv[..., 0] = np.mod(np.round(hsv[..., 0] + rng.uniform(-self.hue, self.hue) * 180.0), 180.0)
+                img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+                continue
+            x = {"b": self.brightness, "c": self.contrast, "s": self.saturation}[k]
+            f = rng.uniform(max(0.0, 1 - x), 1 + x)
+            if k == "b":
+                img = _blend(img, 0.0, f)
+            elif k == "c":
+                img = _blend(img, np.round(_luma(img).mean()), f)
+            else:
+                img = _blend(img, np.round(_luma(img))[..., None], f)
+        return img
 
     def __call__(self, image, instances, rng):
+        if self.mode == "torchvision":
+            if rng.random() >= self.p:
+                return image, instances
+            return self._torchvision(image, rng), instances
         b, c, s = (rng.uniform(1 - x, 1 + x) for x in (self.brightness, self.contrast, self.saturation))
         dh = rng.uniform(-self.hue, self.hue)
         if rng.random() >= self.p:
@@ -298,7 +445,7 @@ class ColorJitter:
 
     def __repr__(self):
         return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
-                f"saturation={self.saturation}, hue={self.hue}, p={self.p})")
+                f"saturation={self.saturation}, hue={self.hue}, p={self.p}, mode={self.mode!r})")
 
 
 class Compose:
@@ -316,9 +463,32 @@ class Compose:
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
+AUG_PIPELINES = ("kit", "official")
+
+
 def train_transforms(size: int, scale_range=(0.5, 2.0), max_angle: float = 10.0, flip_p: float = 0.0,
-                     jitter: bool = True) -> Compose:
-    """The default training pipeline: scale (relative to long side = size), rotate, crop size x size, jitter."""
+                     jitter: bool = True, *, pipeline: str = "kit",
+                     color_jitter: tuple = (0.3, 0.3, 0.3, 0.05)) -> Compose:
+    """A training pipeline; color_jitter = (brightness, contrast, saturation, hue) (see ColorJitter).
+
+    "kit": scale (relative to the image resized to long side = size), rotate (the canvas grows), crop a
+    size x size window, flip, colour jitter.
+    "official" (the official DBNet pipeline, configs/_base_/det_pipelines/dbnet_pipeline.py train_pipeline_r50dcnv2):
+    colour jitter (torchvision's), then imgaug's Fliplr(flip_p), Affine(rotate uniform in +-max_angle, the size
+    kept), Resize(uniform in scale_range, relative to the image itself, both sides alike), then MMOCR's
+    EastRandomCrop (RegionCrop) to size x size; what the rotation and the crop add is the mean colour (0 after
+    the normalisation, as the official pipeline normalises before them).
+    """
+    if pipeline not in AUG_PIPELINES:
+        raise ValueError(f"augmentation pipeline must be one of {AUG_PIPELINES}, got {pipeline!r}")
+    if pipeline == "official":
+        ts = [ColorJitter(*color_jitter, mode="torchvision")] if jitter else []
+        if flip_p > 0:
+            ts.append(RandomFlip(flip_p))
+        if max_angle > 0:
+            ts.append(RandomRotate(max_angle, expand=False, fill=MEAN_FILL))
+        ts += [RandomScale(scale_range), RegionCrop(size, fill=MEAN_FILL)]
+        return Compose(ts)
     ts = [RandomScale(scale_range, long_side=size)]
     if max_angle > 0:
         ts.append(RandomRotate(max_angle))
@@ -326,7 +496,7 @@ def train_transforms(size: int, scale_range=(0.5, 2.0), max_angle: float = 10.0,
     if flip_p > 0:
         ts.append(RandomFlip(flip_p))
     if jitter:
-        ts.append(ColorJitter())
+        ts.append(ColorJitter(*color_jitter))
     return Compose(ts)
 
 
@@ -338,6 +508,18 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
     return (x - mean) / std
+
+
+def renormalize(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """A CLIP-normalised image tensor (..., 3, H, W) (what `to_tensor` gives) normalised instead with
+    PIXEL_NORMS[norm]: a per-channel affine map, so x is unchanged for "clip"."""
+    if norm not in PIXEL_NORMS:
+        raise ValueError(f"pixel normalisation must be one of {tuple(PIXEL_NORMS)}, got {norm!r}")
+    if norm == "clip":
+        return x
+    mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(3, 1, 1) for v in PIXEL_NORMS[norm])
+    clip_mean, clip_std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+    return (x * clip_std + clip_mean - mean) / std
 
 
 def denormalize(x: torch.Tensor) -> np.ndarray:
@@ -482,8 +664,9 @@ class TextDetDataset(torch.utils.data.Dataset):
 
     root/fmt (and `split`) are read with `tcm_kit.data.formats.read_folder`. `indices` keeps a subset
     (positions in the folder's order; for few-shot splits). train=True: `aug` (default
-    `train_transforms(size, scale_range, max_angle, flip_p)`) then size x size targets; train=False: long side
-    resized to `size` and padded to a multiple of 32, no randomness. Item i draws its randomness from
+    `train_transforms(size, scale_range, max_angle, flip_p)`) then size x size targets; train=False: resized by
+    `resize_to_scale` (size: the long side, or a (long, short) box as the official test pipelines) and padded to
+    a multiple of 32, no randomness. Item i draws its randomness from
     np.random.default_rng([seed, epoch, i]); call `set_epoch` each epoch (with DataLoader workers, before the
     iterator is created, i.e. not with persistent_workers). on_corrupt="raise" raises CorruptImageError when
     an unreadable image is loaded; "skip" checks every selected image when the dataset is built and drops
@@ -506,7 +689,11 @@ class TextDetDataset(torch.utils.data.Dataset):
 
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
-        if size % 32:
+        if not isinstance(size, (int, np.integer)):
+            if train or len(tuple(size)) != 2:
+                raise ValueError(f"size must be a whole number (or, for evaluation, a (long, short) pair), got {size}")
+            size = tuple(int(v) for v in size)
+        elif size % 32:
             raise ValueError(f"size must be a multiple of 32, got {size}")
         self.root, self.size, self.train, self.seed, self.epoch = Path(root), size, train, seed, 0
         self.shrink_ratio, self.min_size = shrink_ratio, min_size
@@ -553,7 +740,7 @@ class TextDetDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             image, instances = self.aug(image, instances, rng)
         else:
-            image, instances, scale = resize_long_side(image, instances, self.size)
+            image, instances, scale = resize_to_scale(image, instances, self.size)
             image = pad_to_multiple(image, 32)
         h, w = image.shape[:2]
         if self.targets is not None:

@@ -135,14 +135,25 @@ def order_quad(pts: np.ndarray) -> np.ndarray:
 
 def db_postprocess(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.6, unclip_ratio: float = 1.5,
                    min_size: float = 3, max_candidates: int = 1000, polygon: bool = False,
-                   scale: float | tuple[float, float] = 1.0) -> list[tuple[np.ndarray, float]]:
+                   scale: float | tuple[float, float] = 1.0,
+                   contour_approx: float | None = None) -> list[tuple[np.ndarray, float]]:
     """Probability map (H,W) -> [(polygon float32 (N,2), score)], coordinates multiplied by `scale` (sx, sy).
 
     threshold at `thresh` -> contours -> score = mean P inside the contour (drop < box_thresh) -> unclip by
     D = A·ratio/L (pyclipper) -> min-area rectangle (quads, clockwise from top-left) or the unclipped polygon.
     Regions whose min-area rectangle's short side is below `min_size` (below min_size + 2 after unclipping, for
     quads) are dropped.
+
+    contour_approx=r (the official TCM IC15 postprocessor, DBParamPostprocessor with arcLength_ratio r = 0.001):
+    each contour is simplified by approxPolyDP(r·perimeter) and kept with at least 4 points; the score is the
+    mean P inside that polygon, the polygon itself is unclipped, and the output is the unclipped polygon's
+    min-area rectangle (polygon=False, the official text_repr_type 'quad') or the unclipped polygon; a region is
+    dropped when that rectangle's short side is not above `min_size` (official min_text_width 2), with no check
+    before unclipping.
     """
+    if contour_approx is not None:
+        return _db_postprocess_approx(prob_map, thresh, box_thresh, unclip_ratio, min_size, max_candidates, polygon,
+                                      scale, contour_approx)
     prob = np.asarray(prob_map, dtype=np.float32)
     if prob.ndim != 2:
         raise DetectorError(f"prob_map must be (H,W), got {prob.shape}")
@@ -179,19 +190,50 @@ def db_postprocess(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float 
     return results
 
 
+def _db_postprocess_approx(prob_map, thresh, box_thresh, unclip_ratio, min_size, max_candidates, polygon, scale,
+                           ratio) -> list[tuple[np.ndarray, float]]:
+    """db_postprocess with contour_approx=ratio (see there)."""
+    prob = np.asarray(prob_map, dtype=np.float32)
+    if prob.ndim != 2:
+        raise DetectorError(f"prob_map must be (H,W), got {prob.shape}")
+    H, W = prob.shape
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale
+    bitmap = (prob > thresh).astype(np.uint8)
+    contours = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    results = []
+    for contour in contours[:max_candidates]:
+        pts = cv2.approxPolyDP(contour, ratio * cv2.arcLength(contour, True), True).reshape(-1, 2)
+        if len(pts) < 4:
+            continue
+        score = _region_score(prob, pts)
+        if score < box_thresh:
+            continue
+        grown = expand_polygon(pts.astype(np.float32), unclip_ratio)  # (M,2)
+        if len(grown) < 3:
+            continue
+        rect = cv2.minAreaRect(grown)
+        if min(rect[1]) <= min_size:
+            continue
+        out = grown if polygon else order_quad(cv2.boxPoints(rect))
+        out = np.clip(out, 0, [W - 1, H - 1]) * np.array([sx, sy], np.float32)
+        results.append((out.astype(np.float32), score))
+    return results
+
+
 @dataclass(frozen=True)
 class DBPostprocess:
     """The post-processing settings of a detector (see db_postprocess)."""
-    thresh: float = 0.3
-    box_thresh: float = 0.6
-    unclip_ratio: float = 1.5
-    min_size: float = 3
-    max_candidates: int = 1000
-    polygon: bool = False
+    thresh: float = 0.3  # binarisation threshold of the probability map (official IC15: mask_thr 0.28)
+    box_thresh: float = 0.6  # minimum region score (official: min_text_score 0.2; evaluation sweeps it)
+    unclip_ratio: float = 1.5  # unclip distance D = A * ratio / L (official IC15: 1.6)
+    min_size: float = 3  # minimum short side of a region's rectangle (official: min_text_width 2)
+    max_candidates: int = 1000  # contours looked at per image (official: 3000)
+    polygon: bool = False  # output the unclipped polygon instead of its min-area rectangle (official IC15: quads)
+    contour_approx: float | None = None  # None: the kit's; r: official candidates, approxPolyDP(r * perimeter)
 
     def __call__(self, prob_map: np.ndarray, scale: float | tuple[float, float] = 1.0):
         return db_postprocess(prob_map, self.thresh, self.box_thresh, self.unclip_ratio, self.min_size,
-                              self.max_candidates, self.polygon, scale)
+                              self.max_candidates, self.polygon, scale, self.contour_approx)
 
 
 # ---------------------------------------------------------------------------------------------------- the head
