@@ -197,14 +197,17 @@ class TrainConfig:
         base = {
             "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
                           batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
-                          box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32, pan_head="pan_pp"),
+                          box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32, pan_head="pan_pp",
+                          dense_attention="value", prompt_init="prior"),
             # cpu: one run in about 10 min on 2 cores (the Plan of notebooks 02-05 uses fewer steps): 160 px crops
-            # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px)
+            # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px); TCM on the
+            # value path with the prior init, where its score map starts from the embedded CLIP's prior instead of
+            # near chance (reports/score_map_step0.md)
             "cpu": dict(num_train=200, num_val=50, num_test=200, image_size=320, train_size=160, test_size=320,
                         scale_range=(1.6, 2.4), min_text_px=16.0, steps=1000, lr=2e-3, warmup_steps=50,
                         db_prob_loss="dice", fce_cls_loss="balanced", fce_tr_reg_weight=0.5, fce_head_norm=True,
                         neck_width=64, pan_head="pan_pp",
-                        decoder_width=64,
+                        decoder_width=64, dense_attention="value", prompt_init="prior",
                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
             # full: the official IC15 config (configs/textdet/dbnet/
             # clip_db_r50_fpnc_prompt_gen_vis_1200e_ft_gen_ic15_adam_taiji.py and its bases); steps are set per
