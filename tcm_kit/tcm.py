@@ -254,8 +254,10 @@ class TCM(nn.Module):
 
     @staticmethod
     def match(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Instance-language matching: visual (B,C,h,w), text (B,K,C) -> cosine map (B,K,h,w)."""
-        return torch.einsum("bchw,bkc->bkhw", F.normalize(visual, dim=1), F.normalize(text, dim=2))
+        """Instance-language matching: visual (B,C,h,w), text (B,K,C) -> cosine map (B,K,h,w), in fp32 under any
+        autocast (as the authors' fp32 training)."""
+        with torch.autocast(visual.device.type, enabled=False):
+            return torch.einsum("bchw,bkc->bkhw", F.normalize(visual.float(), dim=1), F.normalize(text.float(), dim=2))
 
     def aux_loss(self, out: TCMOutput | dict, prob: torch.Tensor, prob_mask: torch.Tensor,
                  text_mask: torch.Tensor | None = None) -> torch.Tensor:

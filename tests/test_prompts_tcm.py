@@ -313,3 +313,14 @@ def test_decoder_layers_as_the_authors():
     attn = prompts_mod.Attention(32, 4, dropout=0.0).train()
     q, kv = torch.randn(2, 5, 32), torch.randn(2, 1, 32)
     torch.testing.assert_close(attn(q, kv), attn.proj(attn.v_proj(kv)).expand(2, 5, 32))
+
+
+def test_matching_runs_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    visual, text = torch.randn(1, 16, 2, 3), torch.randn(1, 1, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cos = TCM.match(visual.bfloat16(), text.bfloat16())
+    assert cos.dtype == torch.float32
+    ref = torch.einsum("bchw,bkc->bkhw", torch.nn.functional.normalize(visual.bfloat16().float(), dim=1),
+                       torch.nn.functional.normalize(text.bfloat16().float(), dim=2))
+    torch.testing.assert_close(cos, ref)

@@ -112,15 +112,20 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from tcm_kit.train import TrainConfig, exit_process, fit
-    cfg = TrainConfig.for_profile("smoke", steps=2, batch_size=2)
-    model, _ = fit(cfg, sys.argv[1], progress=False)
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    everyone = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(everyone, flat)
-    if dist.get_rank() == 0:
-        same = all(torch.equal(everyone[0], x) for x in everyone[1:])
-        print("RANKS_IDENTICAL" if same else "RANKS_DIFFER")
-    exit_process(0)  # destroys the process group, skips the teardown gloo can abort
+
+    def main():
+        cfg = TrainConfig.for_profile("smoke", steps=2, batch_size=2)
+        model, _ = fit(cfg, sys.argv[1], progress=False)
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        everyone = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+        dist.all_gather(everyone, flat)
+        if dist.get_rank() == 0:
+            same = all(torch.equal(everyone[0], x) for x in everyone[1:])
+            print("RANKS_IDENTICAL" if same else "RANKS_DIFFER")
+        exit_process(0)  # destroys the process group, skips the teardown gloo can abort
+
+    if __name__ == "__main__":  # the synthetic-data writer's spawned workers re-import this file
+        main()
 """)
 
 
