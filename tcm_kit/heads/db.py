@@ -154,13 +154,7 @@ def db_postprocess(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float 
     if contour_approx is not None:
         return _db_postprocess_approx(prob_map, thresh, box_thresh, unclip_ratio, min_size, max_candidates, polygon,
                                       scale, contour_approx)
-    prob = np.asarray(prob_map, dtype=np.float32)
-    if prob.ndim != 2:
-        raise DetectorError(f"prob_map must be (H,W), got {prob.shape}")
-    H, W = prob.shape
-    sx, sy = (scale, scale) if np.isscalar(scale) else scale
-    bitmap = (prob > thresh).astype(np.uint8)
-    contours = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    prob, (H, W), (sx, sy), contours = _regions(prob_map, thresh, scale)
     results = []
     for contour in contours[:max_candidates]:
         pts = contour.reshape(-1, 2)
@@ -190,16 +184,20 @@ def db_postprocess(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float 
     return results
 
 
-def _db_postprocess_approx(prob_map, thresh, box_thresh, unclip_ratio, min_size, max_candidates, polygon, scale,
-                           ratio) -> list[tuple[np.ndarray, float]]:
-    """db_postprocess with contour_approx=ratio (see there)."""
+def _regions(prob_map, thresh: float, scale):
+    """-> (prob (H,W) float32, (H, W), (sx, sy), contours of prob > thresh)."""
     prob = np.asarray(prob_map, dtype=np.float32)
     if prob.ndim != 2:
         raise DetectorError(f"prob_map must be (H,W), got {prob.shape}")
-    H, W = prob.shape
     sx, sy = (scale, scale) if np.isscalar(scale) else scale
     bitmap = (prob > thresh).astype(np.uint8)
-    contours = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    return prob, prob.shape, (sx, sy), cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2]
+
+
+def _db_postprocess_approx(prob_map, thresh, box_thresh, unclip_ratio, min_size, max_candidates, polygon, scale,
+                           ratio) -> list[tuple[np.ndarray, float]]:
+    """db_postprocess with contour_approx=ratio (see there)."""
+    prob, (H, W), (sx, sy), contours = _regions(prob_map, thresh, scale)
     results = []
     for contour in contours[:max_candidates]:
         pts = cv2.approxPolyDP(contour, ratio * cv2.arcLength(contour, True), True).reshape(-1, 2)
