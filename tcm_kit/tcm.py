@@ -116,7 +116,8 @@ class TCM(nn.Module):
 
     The text tower (transformer, token_embedding, positional_embedding, ln_final, text_projection) is frozen and
     always kept in eval mode; the image encoder (incl. its attention pool) trains, except the attention pool's
-    query/key projections when nothing uses the global feature (language_prompt=False, context_decoder=False).
+    query/key projections on the value path when nothing uses the global feature (no LPG fed Ī, no context
+    decoder).
     Every trainable parameter gets a gradient from forward + aux_loss (safe for DDP without unused-parameter
     search), as long as the score map or the aux loss is used.
     When the prompt does not depend on the image (no language prompt generator, or a learned query) the prompt
