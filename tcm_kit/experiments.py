@@ -355,13 +355,27 @@ def _tcm_columns(cfg: TrainConfig) -> dict:
             "aux_weight": float(cfg.aux_weight), "context_decoder": cfg.context_decoder, "prompt": cfg.prompt}
 
 
+def _score_map_auc(cfg: TrainConfig, n_images: int, trained: bool) -> dict:
+    """score_map_auc of the run's model on n_images of its test split: the model `fit` starts from (same seed,
+    same CLIP) or, trained=True, the run's checkpoint; at the test size's short side for a (long, short) pair."""
+    from .inspect import score_map_auc
+    from .utils import seed_everything
+
+    root = T.split_dir(cfg, "test", progress=False)
+    size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)
+    if trained:
+        model = T.load_run(run_dir(cfg))[0]
+    else:
+        seed_everything(cfg.seed)  # as fit() does before build_model: the same initial weights
+        model = T.build_model(cfg, progress=False)
+    return {**score_map_auc(model, root, size, max_images=n_images), "test_size": size}
+
+
 def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
     """Text-cell AUC of a tcm-* run's score map P on n_images of its test split, at step 0 (the model `fit`
     starts from: same seed, same CLIP) and after training (the run's checkpoint) -> dict(step0, trained).
 
     Cached beside the run (run_dir/score_auc.json, keyed by run hash and n_images); {} for other detectors."""
-    from .inspect import score_map_auc
-
     if not cfg.detector.startswith("tcm-") or n_images < 1:
         return {}
     d = run_dir(cfg)
@@ -370,13 +384,8 @@ def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
         c = json.loads(cache.read_text())
         if c.get("config_hash") == h and c.get("n_images") == n_images:
             return {"step0": c["step0"], "trained": c["trained"]}
-    root = T.split_dir(cfg, "test", progress=False)
-    size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)  # a (long, short) pair: short
-    from .utils import seed_everything
-
-    seed_everything(cfg.seed)  # as fit() does before build_model: the same initial weights
-    step0 = score_map_auc(T.build_model(cfg, progress=False), root, size, max_images=n_images)["auc"]
-    trained = score_map_auc(T.load_run(d)[0], root, size, max_images=n_images)["auc"]
+    step0 = _score_map_auc(cfg, n_images, trained=False)["auc"]
+    trained = _score_map_auc(cfg, n_images, trained=True)["auc"]
     tmp = cache.with_name(cache.name + ".tmp")
     tmp.write_text(json.dumps({"config_hash": h, "n_images": n_images, "step0": step0, "trained": trained}))
     os.replace(tmp, cache)
@@ -397,19 +406,13 @@ def step0_score_table(profile: str = "cpu", domain: str = "synth-ic15", n_images
                       progress: bool = True) -> pd.DataFrame:
     """Text-cell AUC of TCM's score map P before any detector training (tcm-dbnet of the profile, seed `seed`),
     on n_images of the domain's test split at the profile's test size: one row per STEP0_VARIANTS entry."""
-    from .inspect import score_map_auc
-    from .utils import seed_everything
-
     rows = []
     for label, flags in tqdm(STEP0_VARIANTS.items(), desc="score map at step 0", disable=not progress):
         cfg = TrainConfig.for_profile(profile, detector="tcm-dbnet", domain=domain, seed=seed, **flags)
-        root = T.split_dir(cfg, "test", progress=False)
-        size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)
-        seed_everything(cfg.seed)
-        r = score_map_auc(T.build_model(cfg, progress=False), root, size, max_images=n_images)
+        r = _score_map_auc(cfg, n_images, trained=False)
         rows.append({"variant": label, "prompt_init": cfg.prompt_init, "dense_attention": cfg.dense_attention,
                      "P_auc_step0": r["auc"], "n_images": r["n_images"], "n_pos_cells": r["n_pos_cells"],
-                     "n_neg_cells": r["n_neg_cells"], "test_size": size, "clip_weights": cfg.clip_weights})
+                     "n_neg_cells": r["n_neg_cells"], "test_size": r["test_size"], "clip_weights": cfg.clip_weights})
     return pd.DataFrame(rows)
 
 
