@@ -1,38 +1,30 @@
-"""The runs behind notebooks 02-05, as functions returning pandas tables; every run cached on disk by config hash.
+"""The plans behind notebooks 02-05: which runs each notebook trains, as `TrainConfig`s, and how many.
 
-A run is one `TrainConfig`, trained by `tcm_kit.train.train` into data_dir()/runs/<run_hash>/. A finished run
-is read back, an unfinished one resumes, so re-running a notebook (or another notebook asking for the same
-config: the full-data TCM run is shared by 02-05) costs nothing for runs already done.
+A run is one `TrainConfig`. How many runs, how long each: a frozen `Plan` per profile
+(`Plan.for_profile("smoke" | "cpu" | "full")`) holds the run budget (steps, sizes, data) and each notebook's grid;
+the `*_configs` functions below turn a plan into the configs of one notebook's grid, and `plan_summary(plan)`
+counts the runs each notebook adds. `python -m tcm_kit.experiments [--profile cpu]` prints it.
 
-How many runs, how long each: a frozen `Plan` per profile (`Plan.for_profile("smoke" | "cpu" | "full")`)
-holds the run budget (steps, sizes, data) and each notebook's grid; `plan_summary(plan)` counts the runs each
-notebook adds. `python -m tcm_kit.experiments [--profile cpu]` prints it.
+Running them and reading them back is `tcm_kit.runs` (every run cached on disk by config hash); the pandas tables
+of notebooks 01-05 are `tcm_kit.tables`, their figures `tcm_kit.plots`, their sentences `tcm_kit.describe`:
 
     plan = Plan.for_profile("cpu")
-    ablation_table(plan)                       # 02: TCM's components on one by one
-    tau_lambda_table(plan)                     # 02: τ x λ grid
-    few_shot_table(plan)                       # 03: hmean vs shot, mean ± std over seeds
-    transfer_matrix(transfer_table(plan))      # 04: train on a domain, test on every domain
-    detector_table(plan, detectors=[...])      # 05: each detector with and without TCM, each domain
+    tables.ablation_table(plan)                           # 02: TCM's components on one by one
+    tables.tau_lambda_table(plan)                         # 02: τ x λ grid
+    tables.few_shot_table(plan)                           # 03: hmean vs shot, mean ± std over seeds
+    tables.transfer_matrix(tables.transfer_table(plan))   # 04: train on a domain, test on every domain
+    tables.detector_table(plan, detectors=[...])          # 05: each detector with and without TCM, each domain
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import train as T
 from .train import TrainConfig
-from .utils import config_hash, data_dir
 
 SYNTH_DOMAINS = ("synth-ic15", "synth-td500", "synth-total", "synth-doc")
 REAL_DOMAINS = ("icdar2015", "td500", "totaltext", "ctw1500")
@@ -225,221 +217,37 @@ def _check_detectors(detectors: Iterable[str]) -> tuple:
     return detectors
 
 
-# ---------------------------------------------------------------------------------------------------- runs
-
-def runs_dir() -> Path:
-    """Where finished and unfinished runs live: $TCM_KIT_RUNS, else data_dir()/runs."""
-    return Path(os.environ["TCM_KIT_RUNS"]) if os.environ.get("TCM_KIT_RUNS") else data_dir() / "runs"
-
-
-def run_dir(cfg: TrainConfig) -> Path:
-    return runs_dir() / T.run_hash(cfg)
-
-
-def run_one(cfg: TrainConfig, progress: bool = False) -> dict:
-    """Train (or resume, or read back) one run in data_dir()/runs/<run_hash>/ -> its result dict + run_dir."""
-    out = run_dir(cfg)
-    done = out / "result.json"
-    if done.exists():
-        result = json.loads(done.read_text())
-        if result.get("config_hash") == T.run_hash(cfg):
-            return {**result, "run_dir": str(out)}
-    result = T.train(cfg, out, progress=progress)
-    return {**result, "run_dir": str(out)}
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
-    """Make what runs share before they start side by side: the synthetic splits and the embedded CLIP."""
-    from .clip import load_clip
-
-    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.min_text_px, c.data_root): c
-                for c in configs}.values():
-        for split in ("train", "val", "test"):
-            T.split_dir(cfg, split, progress=False)
-    for weights in {c.clip_weights for c in configs}:
-        load_clip(weights)
-
-
-def _run_in_worker(job) -> dict:
-    cfg, threads = job
-    import torch
-
-    torch.set_num_threads(threads or 1)
-    return run_one(cfg)
-
-
-def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bool = True) -> list[dict]:
-    """run_one over configs with one tqdm bar; a config repeated in the list is run once. With plan.workers > 1
-    the runs not yet finished train in that many spawned processes (results are identical: each run is
-    deterministic by its config whatever process trains it)."""
-    unique = list({T.run_hash(c): c for c in configs}.items())
-    results: dict[str, dict] = {}
-    todo = []
-    for h, cfg in unique:
-        done = run_dir(cfg) / "result.json"
-        if done.exists() and json.loads(done.read_text()).get("config_hash") == h:
-            results[h] = run_one(cfg)  # read back
-        else:
-            todo.append((h, cfg))
-    bar = tqdm(total=len(unique), initial=len(results), desc=f"{desc} [{plan.profile}]", unit="run",
-               disable=not progress)
-    if plan.workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        _prepare_shared([c for _, c in todo])
-        with mp.get_context("spawn").Pool(min(plan.workers, len(todo))) as pool:
-            jobs = pool.imap(_run_in_worker, [(cfg, plan.threads) for _, cfg in todo])
-            for (h, cfg), r in zip(todo, jobs):
-                results[h] = r
-                bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
-                bar.update(1)
-    else:
-        with _torch_threads(plan.threads):
-            for h, cfg in todo:
-                bar.set_postfix_str(f"{cfg.detector} {cfg.domain} shot={cfg.shot} seed={cfg.seed}")
-                results[h] = run_one(cfg)
-                bar.update(1)
-    bar.close()
-    return [results[T.run_hash(c)] for c in configs]
-
-
-def _metrics(result: dict) -> dict:
-    return {k: float(result[k]) for k in METRICS}
-
-
 # ---------------------------------------------------------------------------------------------------- 02 ablations
+
+# the paper's ablation ladder, bottom to top: each rung switches one more of TCM's components on (ablation_configs);
+# describe.describe_ablation compares each rung with the one below it in this order, whatever the table's row order
+ABLATION_LADDER = ("DBNet (no TCM)", "+ score map, fixed prompt", "+ learnable prompt", "+ language prompt generator",
+                   "+ visual prompt generator", "+ auxiliary loss", "+ context decoder (= TCM)")
+# rows beyond the paper's table (plan.ablation_extras) -> the rung each is compared with
+ABLATION_EXTRAS = {"TCM, authors' prompt sentence": ABLATION_LADDER[-1]}
+
 
 def ablation_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
                      data_roots: Mapping[str, str] | None = None) -> dict[str, TrainConfig]:
-    """variant label -> config: the paper's components switched on one by one, then two extra rows (when
-    plan.ablation_extras)."""
+    """variant label -> config: the paper's components switched on one by one, then the extra row (when
+    plan.ablation_extras); the labels are ABLATION_LADDER and ABLATION_EXTRAS."""
     plan = as_plan(plan)
     domain = domain or plan.ablation_domain
     tcm = lambda **kw: plan.config("tcm-dbnet", domain, seed, data_roots=data_roots, **kw)  # noqa: E731
     off = dict(learnable_prompt=False, language_prompt=False, visual_prompt=False, context_decoder=False,
                aux_weight=0.0)
+    base, score, learnable, language, visual, aux, full = ABLATION_LADDER
+    [authors] = ABLATION_EXTRAS
     return {
-        "DBNet (no TCM)": plan.config("dbnet", domain, seed, data_roots=data_roots),
-        "+ score map, fixed prompt": tcm(**off),
-        "+ learnable prompt": tcm(**{**off, "learnable_prompt": True}),
-        "+ language prompt generator": tcm(**{**off, "learnable_prompt": True, "language_prompt": True}),
-        "+ visual prompt generator": tcm(**{**off, "learnable_prompt": True, "language_prompt": True,
-                                            "visual_prompt": True}),
-        "+ auxiliary loss": tcm(context_decoder=False),
-        "+ context decoder (= TCM)": tcm(),
-        **({"TCM, authors' prompt sentence": tcm(prompt=AUTHORS_PROMPT)} if plan.ablation_extras else {}),
+        base: plan.config("dbnet", domain, seed, data_roots=data_roots),
+        score: tcm(**off),
+        learnable: tcm(**{**off, "learnable_prompt": True}),
+        language: tcm(**{**off, "learnable_prompt": True, "language_prompt": True}),
+        visual: tcm(**{**off, "learnable_prompt": True, "language_prompt": True, "visual_prompt": True}),
+        aux: tcm(context_decoder=False),
+        full: tcm(),
+        **({authors: tcm(prompt=AUTHORS_PROMPT)} if plan.ablation_extras else {}),
     }
-
-
-def _tcm_columns(cfg: TrainConfig) -> dict:
-    if not cfg.detector.startswith("tcm-"):
-        return {"score_map": False, "learnable_prompt": False, "language_prompt": False, "visual_prompt": False,
-                "aux_weight": 0.0, "context_decoder": False, "prompt": "-"}
-    return {"score_map": cfg.score_map, "learnable_prompt": cfg.learnable_prompt,
-            "language_prompt": cfg.language_prompt, "visual_prompt": cfg.visual_prompt,
-            "aux_weight": float(cfg.aux_weight), "context_decoder": cfg.context_decoder, "prompt": cfg.prompt}
-
-
-def _score_map_auc(cfg: TrainConfig, n_images: int, trained: bool) -> dict:
-    """score_map_auc of the run's model on n_images of its test split: the model `fit` starts from (same seed,
-    same CLIP) or, trained=True, the run's checkpoint; at the test size's short side for a (long, short) pair."""
-    from .inspect import score_map_auc
-    from .utils import seed_everything
-
-    root = T.split_dir(cfg, "test", progress=False)
-    size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)
-    if trained:
-        model = T.load_run(run_dir(cfg))[0]
-    else:
-        seed_everything(cfg.seed)  # as fit() does before build_model: the same initial weights
-        model = T.build_model(cfg, progress=False)
-    return {**score_map_auc(model, root, size, max_images=n_images), "test_size": size}
-
-
-def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
-    """Text-cell AUC of a tcm-* run's score map P on n_images of its test split, at step 0 (the model `fit`
-    starts from: same seed, same CLIP) and after training (the run's checkpoint) -> dict(step0, trained).
-
-    Cached beside the run (run_dir/score_auc.json, keyed by run hash and n_images); {} for other detectors."""
-    if not cfg.detector.startswith("tcm-") or n_images < 1:
-        return {}
-    d = run_dir(cfg)
-    cache, h = d / "score_auc.json", T.run_hash(cfg)
-    if cache.exists():
-        c = json.loads(cache.read_text())
-        if c.get("config_hash") == h and c.get("n_images") == n_images:
-            return {"step0": c["step0"], "trained": c["trained"]}
-    step0 = _score_map_auc(cfg, n_images, trained=False)["auc"]
-    trained = _score_map_auc(cfg, n_images, trained=True)["auc"]
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps({"config_hash": h, "n_images": n_images, "step0": step0, "trained": trained}))
-    os.replace(tmp, cache)
-    return {"step0": step0, "trained": trained}
-
-
-STEP0_VARIANTS = {  # label -> TCM options: the bare prompt, then TCM under both inits and both dense paths
-    "fixed prompt 'Text' (no TCM modules)": dict(learnable_prompt=False, language_prompt=False, visual_prompt=False,
-                                                 context_decoder=False, dense_attention="value"),
-    "TCM, authors' init, full attention (authors)": dict(prompt_init="official", dense_attention="full"),
-    "TCM, authors' init, value path": dict(prompt_init="official", dense_attention="value"),
-    "TCM, prior init, full attention": dict(prompt_init="prior", dense_attention="full"),
-    "TCM, prior init, value path": dict(prompt_init="prior", dense_attention="value"),
-}
-
-
-def step0_score_table(profile: str = "cpu", domain: str = "synth-ic15", n_images: int = 60, seed: int = 0,
-                      progress: bool = True) -> pd.DataFrame:
-    """Text-cell AUC of TCM's score map P before any detector training (tcm-dbnet of the profile, seed `seed`),
-    on n_images of the domain's test split at the profile's test size: one row per STEP0_VARIANTS entry."""
-    rows = []
-    for label, flags in tqdm(STEP0_VARIANTS.items(), desc="score map at step 0", disable=not progress):
-        cfg = TrainConfig.for_profile(profile, detector="tcm-dbnet", domain=domain, seed=seed, **flags)
-        r = _score_map_auc(cfg, n_images, trained=False)
-        rows.append({"variant": label, "prompt_init": cfg.prompt_init, "dense_attention": cfg.dense_attention,
-                     "P_auc_step0": r["auc"], "n_images": r["n_images"], "n_pos_cells": r["n_pos_cells"],
-                     "n_neg_cells": r["n_neg_cells"], "test_size": r["test_size"], "clip_weights": cfg.clip_weights})
-    return pd.DataFrame(rows)
-
-
-def describe_step0(df: pd.DataFrame) -> str:
-    """One sentence from the step-0 table's numbers."""
-    a = df.set_index("variant")["P_auc_step0"]
-    best = a.idxmax()
-    return (f"Before any training, P separates text cells best with **{best}** (AUC {a.max():.3f}); the authors' "
-            f"setting gives {a.iloc[1]:.3f} and the bare prompt {a.iloc[0]:.3f} ({int(df['n_images'].iloc[0])} "
-            f"test images).")
-
-
-def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
-                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """One row per variant: its switches, P/R/hmean on the same test split, Δhmean vs the DBNet baseline."""
-    plan = as_plan(plan)
-    configs = ablation_configs(plan, seed, domain, data_roots)
-    results = run_many(plan, list(configs.values()), "ablations", progress)
-    rows = []
-    for (label, cfg), r in zip(configs.items(), results):
-        auc = score_auc(cfg, plan.score_auc_images) if cfg.score_map else {}
-        rows.append({"variant": label, **_tcm_columns(cfg), **_metrics(r),
-                     "P_auc_step0": auc.get("step0", np.nan), "P_auc": auc.get("trained", np.nan),
-                     "config": T.run_hash(cfg)})
-    df = pd.DataFrame(rows)
-    df.insert(df.columns.get_loc("hmean") + 1, "delta_hmean", df["hmean"] - df["hmean"].iloc[0])
-    return df
 
 
 def tau_lambda_configs(plan: Plan | str, seed: int = 0, domain: str | None = None,
@@ -455,15 +263,14 @@ def tau_lambda_configs(plan: Plan | str, seed: int = 0, domain: str | None = Non
             for t in taus for lam in lams}
 
 
-def tau_lambda_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
-                     taus: Sequence[float] | None = None, aux_weights: Sequence[float] | None = None,
-                     data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """One row per (τ, λ) of the grid: P/R/hmean of TCM-DBNet."""
-    plan = as_plan(plan)
-    configs = tau_lambda_configs(plan, seed, domain, taus, aux_weights, data_roots)
-    results = run_many(plan, list(configs.values()), "tau x lambda", progress)
-    return pd.DataFrame([{"tau": t, "lambda": lam, **_metrics(r), "config": T.run_hash(c)}
-                         for ((t, lam), c), r in zip(configs.items(), results)])
+STEP0_VARIANTS = {  # label -> TCM options: the bare prompt, then TCM under both inits and both dense paths
+    "fixed prompt 'Text' (no TCM modules)": dict(learnable_prompt=False, language_prompt=False, visual_prompt=False,
+                                                 context_decoder=False, dense_attention="value"),
+    "TCM, authors' init, full attention (authors)": dict(prompt_init="official", dense_attention="full"),
+    "TCM, authors' init, value path": dict(prompt_init="official", dense_attention="value"),
+    "TCM, prior init, full attention": dict(prompt_init="prior", dense_attention="full"),
+    "TCM, prior init, value path": dict(prompt_init="prior", dense_attention="value"),
+}
 
 
 # ---------------------------------------------------------------------------------------------------- 03 few-shot
@@ -482,44 +289,6 @@ def few_shot_configs(plan: Plan | str, shots: Sequence[float] | None = None, see
             for det in detectors for shot in shots for seed in plan.seeds_for(shot, seeds)]
 
 
-def few_shot_runs(plan: Plan | str, shots: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
-                  detectors: Sequence[str] | None = None, domain: str | None = None,
-                  data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """One row per run: detector, shot, seed, train_images, P/R/hmean."""
-    plan = as_plan(plan)
-    configs = few_shot_configs(plan, shots, seeds, detectors, domain, data_roots)
-    results = run_many(plan, configs, "few-shot", progress)
-    return pd.DataFrame([{"detector": c.detector, "shot": c.shot, "seed": c.seed,
-                          "train_images": int(r.get("train_images", -1)), **_metrics(r), "config": T.run_hash(c)}
-                         for c, r in zip(configs, results)])
-
-
-def aggregate_few_shot(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1; NaN with one seed) of each metric over seeds, per (detector, shot)."""
-    g = runs.groupby(["detector", "shot"], sort=False)
-    out = g.agg(n_seeds=("seed", "nunique"), train_images=("train_images", "first"))
-    for m in METRICS:
-        out[f"{m}_mean"] = g[m].mean()
-        out[f"{m}_std"] = g[m].std(ddof=1)
-    return out.reset_index().sort_values(["detector", "shot"], kind="stable").reset_index(drop=True)
-
-
-def few_shot_table(plan: Plan | str, shots: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
-                   detectors: Sequence[str] | None = None, domain: str | None = None,
-                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """hmean (and P, R) vs shot per detector, mean ± std over seeds (3+ seeds on the small shots in `cpu`)."""
-    return aggregate_few_shot(few_shot_runs(plan, shots, seeds, detectors, domain, data_roots, progress))
-
-
-def few_shot_gain(table: pd.DataFrame, baseline: str = "dbnet", method: str = "tcm-dbnet") -> pd.DataFrame:
-    """Per shot: the two mean hmeans and their difference (method - baseline)."""
-    p = table.pivot(index="shot", columns="detector", values="hmean_mean")
-    if baseline not in p or method not in p:
-        raise ExperimentError(f"few-shot table lacks {baseline!r} or {method!r}: has {list(p.columns)}")
-    return pd.DataFrame({"shot": p.index, baseline: p[baseline].values, method: p[method].values,
-                         "gain": (p[method] - p[baseline]).values})
-
-
 # ---------------------------------------------------------------------------------------------------- 04 transfer
 
 def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
@@ -531,76 +300,6 @@ def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
     return [plan.config(det, dom, seed, data_roots=data_roots) for det in detectors for dom in domains]
 
 
-def _test_key(cfg: TrainConfig) -> str:
-    """Identity of a test split (independent of where data_dir() is)."""
-    scale = T.text_scale(cfg)
-    split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.num_test,
-             "image_size": cfg.image_size, **({"text_scale": scale} if scale != 1.0 else {})}
-    return f"{cfg.domain}-{config_hash(split)}"
-
-
-def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig]) -> list[dict]:
-    """P/R/hmean of a finished run on each target's test split (threshold from the run's own val split).
-
-    Cached in <run_dir>/transfer/<test key>.json; the model is loaded only when something is missing.
-    """
-    out_dir = Path(result["run_dir"]) / "transfer"
-    metrics, todo = {}, []
-    for t in targets:
-        if _test_key(t) == _test_key(cfg):
-            metrics[_test_key(t)] = _metrics(result)  # its own test split: the run's result
-            continue
-        path = out_dir / f"{_test_key(t)}.json"
-        if path.exists():
-            metrics[_test_key(t)] = json.loads(path.read_text())
-        else:
-            todo.append((t, path))
-    if todo:
-        model, run_cfg, _ = T.load_run(result["run_dir"])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for t, path in todo:
-            m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False),
-                               box_thresh=result.get("box_thresh"))
-            m = {**_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test")}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(m, indent=1))
-            os.replace(tmp, path)
-            metrics[_test_key(t)] = m
-    return [metrics[_test_key(t)] for t in targets]
-
-
-def transfer_table(plan: Plan | str, domains: Sequence[str] | None = None,
-                   detectors: Sequence[str] | None = None, seed: int = 0,
-                   data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Long table: one row per (detector, train_domain, test_domain) with P/R/hmean; in_domain marks the
-    diagonal. Each detector is trained once per domain and tested on every domain's test split."""
-    plan = as_plan(plan)
-    configs = transfer_configs(plan, domains, detectors, seed, data_roots)
-    results = run_many(plan, configs, "transfer: train", progress)
-    rows = []
-    # the cross-domain tests run alone, after training: they get the threads of all workers
-    with _torch_threads(None if plan.threads is None else plan.threads * max(1, plan.workers)):
-        for cfg, r in tqdm(list(zip(configs, results)), desc=f"transfer: test [{plan.profile}]", unit="run",
-                           disable=not progress):
-            targets = [c for c in configs if c.detector == cfg.detector]
-            for t, m in zip(targets, cross_evaluate(r, cfg, targets)):
-                rows.append({"detector": cfg.detector, "train_domain": cfg.domain, "test_domain": t.domain,
-                             "in_domain": t.domain == cfg.domain, **_metrics(m)})
-    return pd.DataFrame(rows)
-
-
-def transfer_matrix(long: pd.DataFrame, metric: str = "hmean") -> pd.DataFrame:
-    """Wide: rows (detector, train_domain), one column per test domain, plus the mean over the other domains."""
-    test_domains = list(dict.fromkeys(long["test_domain"]))
-    wide = long.pivot_table(index=["detector", "train_domain"], columns="test_domain", values=metric,
-                            sort=False)[test_domains]
-    off = long[~long["in_domain"]].groupby(["detector", "train_domain"], sort=False)[metric].mean()
-    wide["mean on other domains"] = off.reindex(wide.index).values
-    wide = wide.reset_index()
-    wide.columns.name = None
-    return wide
-
-
 # ---------------------------------------------------------------------------------------------------- 05 main table
 
 def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
@@ -610,172 +309,6 @@ def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
     detectors = _check_detectors(plan.main_detectors if detectors is None else detectors)
     domains = main_domains(plan, data_roots) if domains is None else resolve_domains(plan, data_roots, domains)
     return [plan.main_config(det, dom, seed, data_roots=data_roots) for dom in domains for det in detectors]
-
-
-def detector_table(plan: Plan | str, detectors: Sequence[str] | None = None, domains: Sequence[str] | None = None,
-                   seed: int = 0, data_roots: Mapping[str, str] | None = None,
-                   progress: bool = True) -> pd.DataFrame:
-    """The main table: one row per (domain, detector), P/R/hmean, and for tcm-X the hmean gain over X."""
-    plan = as_plan(plan)
-    configs = detector_configs(plan, detectors, domains, seed, data_roots)
-    results = run_many(plan, configs, "detectors", progress)
-    df = pd.DataFrame([{"domain": c.domain, "detector": c.detector, **_metrics(r), "config": T.run_hash(c)}
-                       for c, r in zip(configs, results)])
-    plain = df.set_index(["domain", "detector"])["hmean"]  # tcm-X is compared with X on the same domain
-    gain = [h - plain.get((d, det[4:]), np.nan) if det.startswith("tcm-") else np.nan
-            for d, det, h in zip(df["domain"], df["detector"], df["hmean"])]
-    df.insert(df.columns.get_loc("hmean") + 1, "tcm_gain", gain)
-    return df
-
-
-def paper_main_table() -> pd.DataFrame:
-    """The paper's reported F-measures (authors' README / CVPR 2023 paper), in %: for side-by-side display only."""
-    f, gain = "F-measure (%)", "TCM gain (F points)"
-    rows = [("TCM-DBNet (CLIP RN50)", "MSRA-TD500", f, 88.8), ("TCM-DBNet (CLIP RN50)", "ICDAR2015", f, 88.8),
-            ("TCM-DBNet (CLIP RN50)", "CTW1500", f, 85.1), ("TCM-DBNet (CLIP RN50)", "Total-Text", f, 85.9),
-            ("TCM-DBNet vs DBNet", "ICDAR2015", gain, 1.9), ("TCM-PAN vs PAN", "ICDAR2015", gain, 1.7),
-            ("TCM-FCENet vs FCENet", "ICDAR2015", gain, 0.9)]
-    rows = [(m, d, k, f"{v:+.1f}" if k == gain else f"{v:.1f}") for m, d, k, v in rows]  # as printed in the paper
-    return pd.DataFrame(rows, columns=["method (paper)", "dataset", "metric", "value (paper)"])
-
-
-# ---------------------------------------------------------------------------------------------------- figures
-
-def plot_few_shot(table: pd.DataFrame, metric: str = "hmean", title: str | None = None):
-    """hmean vs shot (log x), one line per detector, error bars = std over seeds -> matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for det, g in table.groupby("detector", sort=False):
-        g = g.sort_values("shot")
-        ax.errorbar(g["shot"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"].fillna(0.0), marker="o", capsize=3,
-                    label=f"{det}")
-    ax.set_xscale("log")
-    shots = sorted(table["shot"].unique())
-    ax.set_xticks(shots, [f"{s:g}" for s in shots])
-    ax.set_xticks([], minor=True)
-    ax.set_xlabel("shot (fraction of the training split)")
-    ax.set_ylabel(f"{metric} (test)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title or f"Few-shot: {metric} vs shot (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for report.save_figure's stamp
-    return fig
-
-
-def plot_transfer_heatmap(long: pd.DataFrame, metric: str = "hmean", title: str | None = None):
-    """One heat-map per detector (rows: trained on, columns: tested on), plus TCM minus baseline when both
-    dbnet and tcm-dbnet are present -> matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    dets = list(dict.fromkeys(long["detector"]))
-    doms = list(dict.fromkeys(long["train_domain"]))
-    tests = list(dict.fromkeys(long["test_domain"]))
-    mats = {d: long[long["detector"] == d].pivot(index="train_domain", columns="test_domain", values=metric)
-            .reindex(index=doms, columns=tests).to_numpy() for d in dets}
-    panels = [(d, mats[d], "viridis", (0, 1)) for d in dets]
-    pairs = [(d, d[4:]) for d in dets if d.startswith("tcm-") and d[4:] in mats]
-    for tcm, base in pairs:
-        diff = mats[tcm] - mats[base]
-        lim = max(0.05, float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 0.05)
-        panels.append((f"{tcm} - {base}", diff, "RdBu", (-lim, lim)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.5, 3.4), squeeze=False)
-    for ax, (name, m, cmap, (lo, hi)) in zip(axes[0], panels):
-        im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="w" if cmap == "viridis" and m[i, j] < 0.6 else "k")
-        ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(doms)), doms, fontsize=8)
-        ax.set_xlabel("tested on")
-        ax.set_title(name, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    axes[0][0].set_ylabel("trained on")
-    fig.suptitle(title or f"Cross-domain transfer: test {metric}")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for report.save_figure's stamp
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------------- words
-
-def _f(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _signed(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
-
-
-def describe_ablation(df: pd.DataFrame) -> str:
-    """One sentence from the ablation table's numbers."""
-    h = df.set_index("variant")["hmean"]
-    if h.max() - h.min() < 1e-9:
-        return (f"All {len(h)} variants reach the same test hmean ({_f(h.iloc[0])}): at this budget the ablation "
-                f"does not separate TCM's components.")
-    steps = df["hmean"].diff().iloc[1:7]
-    biggest = df["variant"].iloc[int(steps.values.argmax()) + 1]
-    tcm = h.get("+ context decoder (= TCM)", np.nan)
-    return (f"Best variant: **{h.idxmax()}** (hmean {_f(h.max())}); full TCM vs the DBNet baseline: "
-            f"{_signed(tcm - h.iloc[0])}; the largest single step up the ladder is '{biggest}' "
-            f"({_signed(steps.max())}).")
-
-
-def describe_tau_lambda(df: pd.DataFrame) -> str:
-    if len(df) == 0:
-        return "The τ x λ grid is empty."
-    best = df.loc[df["hmean"].idxmax()]
-    spread = df["hmean"].max() - df["hmean"].min()
-    if spread < 1e-9:
-        return f"All {len(df)} (τ, λ) settings give the same hmean ({_f(best['hmean'])})."
-    return (f"Best setting: τ = {best['tau']:g}, λ = {best['lambda']:g} (hmean {_f(best['hmean'])}); hmean spreads "
-            f"over {_f(spread)} across the {len(df)} settings.")
-
-
-def describe_few_shot(table: pd.DataFrame, baseline: str = "dbnet", method: str = "tcm-dbnet",
-                      small_shot_max: float = 0.1) -> str:
-    g = few_shot_gain(table, baseline, method)
-    parts = ", ".join(f"{s:g}: {_signed(v)}" for s, v in zip(g["shot"], g["gain"]))
-    if (g["gain"].abs() < 1e-9).all():
-        return (f"{method} and {baseline} reach the same mean test hmean at every shot ({parts}): no gain "
-                f"measured at this budget.")
-    small = g[g["shot"] <= small_shot_max + 1e-9]["gain"]
-    large = g[g["shot"] > small_shot_max + 1e-9]["gain"]
-    top = g.loc[g["gain"].idxmax()]
-    s = (f"{method} minus {baseline} (mean test hmean) per shot: {parts}. The gain is largest at shot "
-         f"{top['shot']:g} ({_signed(top['gain'])})")
-    if len(small) and len(large):
-        s += (f"; averaged over shots <= {small_shot_max:g} it is {_signed(small.mean())}, over larger shots "
-              f"{_signed(large.mean())}: "
-              + ("the gain is larger with less data, as the paper reports" if small.mean() > large.mean()
-                 else "the gain is not larger with less data, unlike the paper's report"))
-    return s + "."
-
-
-def describe_transfer(long: pd.DataFrame) -> str:
-    off = long[~long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
-    on = long[long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
-    if off.empty:
-        return "Only one domain: no transfer to measure."
-    parts = "; ".join(f"{d}: {_f(off[d])} on other domains vs {_f(on[d])} in-domain" for d in off.index)
-    best = off.idxmax()
-    tie = (off.max() - off.min()) < 1e-9
-    return (f"Mean test hmean — {parts}. "
-            + ("The detectors transfer equally well here." if tie else
-               f"**{best}** transfers best (+{off.max() - off.drop(best).max():.3f} over the next)."))
-
-
-def describe_main(df: pd.DataFrame) -> str:
-    gains = df.dropna(subset=["tcm_gain"])
-    if gains.empty:
-        return "No detector appears both with and without TCM: no gain to report."
-    parts = []
-    for det, g in gains.groupby("detector", sort=False):
-        better, worse = int((g["tcm_gain"] > 1e-9).sum()), int((g["tcm_gain"] < -1e-9).sum())
-        parts.append(f"{det} beats {det[4:]} on {better} of {len(g)} domains, loses on {worse}, ties on "
-                     f"{len(g) - better - worse} (mean hmean gain {_signed(g['tcm_gain'].mean())})")
-    return "; ".join(parts) + " — the paper reports +1.9 F points for TCM-DBNet over DBNet on ICDAR2015."
 
 
 # ---------------------------------------------------------------------------------------------------- plan sizes

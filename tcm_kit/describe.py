@@ -1,0 +1,224 @@
+"""The sentences under the tables of notebooks 01-05, each derived from the numbers in its table (`tcm_kit.tables`).
+
+A difference between two rows is stated with what the table says about its noise: with one seed a row it is "one
+seed: not an effect"; with several seeds (a `seed` column with repeated rows, or `<metric>_mean` / `<metric>_std` /
+`n_seeds` columns) it is "within noise" when smaller than the larger of the two rows' seed standard deviations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .experiments import ABLATION_EXTRAS, ABLATION_LADDER, ExperimentError
+from .tables import few_shot_gain, paper_main_table
+
+TIE = 1e-9  # differences smaller than this are no difference
+
+
+def _f(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _signed(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
+
+
+# ---------------------------------------------------------------------------------------------------- noise
+
+def _spread(df: pd.DataFrame, keys: Sequence[str], metric: str) -> pd.DataFrame:
+    """Per distinct `keys`: mean, std (sample, over seeds; NaN with one) and n (seeds) of `metric`, from
+    <metric>_mean / <metric>_std / n_seeds columns when the table has them (an aggregated table), else from the
+    rows (several rows per key need a `seed` column). Indexed by keys, in the table's order."""
+    keys = list(keys)
+    if f"{metric}_mean" in df:
+        std = df[f"{metric}_std"] if f"{metric}_std" in df else pd.Series(np.nan, index=df.index)
+        n = df["n_seeds"] if "n_seeds" in df else np.where(std.notna(), 2, 1)
+        out = pd.DataFrame({"mean": df[f"{metric}_mean"].to_numpy(float), "std": std.to_numpy(float),
+                            "n": np.asarray(n, dtype=int)}, index=pd.MultiIndex.from_frame(df[keys]))
+    else:
+        dup = df.duplicated(keys, keep=False)
+        if dup.any() and "seed" not in df:
+            raise ExperimentError(f"several rows share {keys} {df.loc[dup, keys].iloc[0].tolist()} and the table "
+                                  f"has no seed column to tell them apart")
+        g = df.groupby(keys, sort=False)
+        out = pd.DataFrame({"mean": g[metric].mean(), "std": g[metric].std(ddof=1),
+                            "n": g["seed"].nunique() if "seed" in df else g[metric].size()})
+        if f"{metric}_std" in df:  # one row per key with its own spread
+            out["std"] = g[f"{metric}_std"].first()
+    if len(keys) == 1:
+        out.index = out.index.get_level_values(0)
+    return out
+
+
+def _verdict(diff: float, a: pd.Series, b: pd.Series) -> str:
+    """What a difference between rows a and b (each with mean, std, n) may be called."""
+    if not np.isfinite(diff):
+        return "n/a"
+    if abs(diff) < TIE:
+        return "no difference"
+    n = int(min(a["n"], b["n"]))
+    if n < 2:
+        return "one seed: not an effect"
+    noise = np.nanmax([a["std"], b["std"]])
+    if not np.isfinite(noise):
+        return f"{n} seeds but no spread given: not an effect"
+    if abs(diff) <= noise:
+        return f"within noise (seed std up to {noise:.3f}, {n} seeds)"
+    return f"larger than the seed spread (std up to {noise:.3f}, {n} seeds)"
+
+
+def _seeds(s: pd.DataFrame) -> str:
+    lo, hi = int(s["n"].min()), int(s["n"].max())
+    return "one seed" if hi < 2 else (f"{lo} seeds" if lo == hi else f"{lo}-{hi} seeds")
+
+
+# ---------------------------------------------------------------------------------------------------- 02
+
+def describe_ablation(df: pd.DataFrame, metric: str = "hmean", ladder: Sequence[str] = ABLATION_LADDER,
+                      extras: Mapping[str, str] = ABLATION_EXTRAS) -> str:
+    """Sentences from the ablation table's numbers: each rung of `ladder` (bottom to top, the order of the
+    comparisons whatever the table's row order) against the rung below it that the table has, each extra row
+    against its reference rung, the top rung against the bottom one; in `metric` and, where the table has it,
+    the trained score map's text-cell AUC (P_auc). Each difference says what its noise allows it to be called."""
+    s = _spread(df, ["variant"], metric)
+    if s["mean"].max() - s["mean"].min() < TIE:
+        return (f"All {len(s)} variants reach the same test {metric} ({_f(s['mean'].iloc[0])}): at this budget the "
+                f"ablation does not separate TCM's components.")
+    unknown = [v for v in s.index if v not in ladder and v not in extras]
+    if unknown:
+        raise ExperimentError(f"variants {unknown} are neither on the ladder {list(ladder)} nor extra rows "
+                              f"{list(extras)}: pass ladder= / extras= for this table")
+    cols = {metric: s}
+    if "P_auc" in df and df["P_auc"].notna().any():
+        cols["P AUC"] = _spread(df, ["variant"], "P_auc")
+
+    def step(v: str, ref: str) -> str:
+        parts, verdicts = [], []
+        for name, t in cols.items():
+            d = t.at[v, "mean"] - t.at[ref, "mean"]
+            if np.isfinite(d):
+                parts.append(f"{name} {_f(t.at[ref, 'mean'])} -> {_f(t.at[v, 'mean'])} ({_signed(d)})")
+                verdicts.append(_verdict(d, t.loc[v], t.loc[ref]))
+        if len(set(verdicts)) == 1:
+            return f"'{v}' vs '{ref}': " + ", ".join(parts) + f" [{verdicts[0]}]"
+        return f"'{v}' vs '{ref}': " + ", ".join(f"{p} [{w}]" for p, w in zip(parts, verdicts))
+
+    rungs = [v for v in ladder if v in s.index]
+    lines = [step(v, below) for below, v in zip(rungs, rungs[1:])]
+    extra = [step(v, ref) for v, ref in extras.items() if v in s.index and ref in s.index]
+    out = (f"Each rung vs the rung below it ({_seeds(s)} per variant; test {metric}"
+           + (", and the trained score map's text-cell AUC where both rows have one" if len(cols) > 1 else "")
+           + "): " + "; ".join(lines) + ".")
+    if extra:
+        out += " Extra rows: " + "; ".join(extra) + "."
+    if len(rungs) > 2:
+        out += f" Top of the ladder vs its bottom: {step(rungs[-1], rungs[0])}."
+    top = s.index[s["mean"] >= s["mean"].max() - TIE]
+    out += (f" Highest {metric}: " + ", ".join(f"**{v}**" for v in top) + f" ({_f(s['mean'].max())}, "
+            f"{_seeds(s.loc[top])})" + ("" if s.loc[top, "n"].min() >= 2 else ": one seed, not a finding") + ".")
+    return out
+
+
+def describe_tau_lambda(df: pd.DataFrame) -> str:
+    if len(df) == 0:
+        return "The τ x λ grid is empty."
+    best = df.loc[df["hmean"].idxmax()]
+    spread = df["hmean"].max() - df["hmean"].min()
+    if spread < 1e-9:
+        return f"All {len(df)} (τ, λ) settings give the same hmean ({_f(best['hmean'])})."
+    return (f"Best setting: τ = {best['tau']:g}, λ = {best['lambda']:g} (hmean {_f(best['hmean'])}); hmean spreads "
+            f"over {_f(spread)} across the {len(df)} settings.")
+
+
+# ---------------------------------------------------------------------------------------------------- 03 / 04
+
+def describe_few_shot(table: pd.DataFrame, baseline: str = "dbnet", method: str = "tcm-dbnet",
+                      small_shot_max: float = 0.1) -> str:
+    g = few_shot_gain(table, baseline, method)
+    parts = ", ".join(f"{s:g}: {_signed(v)}" for s, v in zip(g["shot"], g["gain"]))
+    if (g["gain"].abs() < 1e-9).all():
+        return (f"{method} and {baseline} reach the same mean test hmean at every shot ({parts}): no gain "
+                f"measured at this budget.")
+    small = g[g["shot"] <= small_shot_max + 1e-9]["gain"]
+    large = g[g["shot"] > small_shot_max + 1e-9]["gain"]
+    top = g.loc[g["gain"].idxmax()]
+    s = (f"{method} minus {baseline} (mean test hmean) per shot: {parts}. The gain is largest at shot "
+         f"{top['shot']:g} ({_signed(top['gain'])})")
+    if len(small) and len(large):
+        s += (f"; averaged over shots <= {small_shot_max:g} it is {_signed(small.mean())}, over larger shots "
+              f"{_signed(large.mean())}: "
+              + ("the gain is larger with less data, as the paper reports" if small.mean() > large.mean()
+                 else "the gain is not larger with less data, unlike the paper's report"))
+    return s + "."
+
+
+def describe_transfer(long: pd.DataFrame) -> str:
+    off = long[~long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
+    on = long[long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
+    if off.empty:
+        return "Only one domain: no transfer to measure."
+    parts = "; ".join(f"{d}: {_f(off[d])} on other domains vs {_f(on[d])} in-domain" for d in off.index)
+    best = off.idxmax()
+    tie = (off.max() - off.min()) < 1e-9
+    return (f"Mean test hmean — {parts}. "
+            + ("The detectors transfer equally well here." if tie else
+               f"**{best}** transfers best (+{off.max() - off.drop(best).max():.3f} over the next)."))
+
+
+# ---------------------------------------------------------------------------------------------------- 05
+
+def _paper_gains(paper: pd.DataFrame) -> dict:
+    """baseline head (lower case, e.g. 'dbnet') -> (TCM gain in F points, dataset) from paper_main_table()."""
+    rows = paper[paper["metric"].str.startswith("TCM gain")]
+    return {m.split(" vs ")[1].strip().lower(): (float(v), d)
+            for m, d, v in zip(rows["method (paper)"], rows["dataset"], rows["value (paper)"])}
+
+
+def describe_main(df: pd.DataFrame, metric: str = "hmean", paper: pd.DataFrame | None = None) -> str:
+    """Per head X with both X and tcm-X in the main table: tcm-X minus X in `metric` on each domain (from the
+    table's rows, seeds averaged when it has a seed column), counted higher / lower / equal, their mean in F
+    points, what the seeds allow it to be called; beside it the paper's gain for that head (paper_main_table())."""
+    s = _spread(df, ["domain", "detector"], metric)
+    dets = list(dict.fromkeys(df["detector"]))
+    pairs = [(d, d[4:]) for d in dets if d.startswith("tcm-") and d[4:] in dets]
+    paper_gain = _paper_gains(paper_main_table() if paper is None else paper)
+    parts = []
+    for tcm, base in pairs:
+        doms = [d for d in dict.fromkeys(df["domain"]) if (d, tcm) in s.index and (d, base) in s.index]
+        if not doms:
+            continue
+        diffs = {d: s.at[(d, tcm), "mean"] - s.at[(d, base), "mean"] for d in doms}
+        verdicts = {d: _verdict(v, s.loc[(d, tcm)], s.loc[(d, base)]) for d, v in diffs.items()}
+        higher = sum(v > TIE for v in diffs.values())
+        lower = sum(v < -TIE for v in diffs.values())
+        mean = float(np.mean(list(diffs.values())))
+        n = int(min(s.loc[[(d, x) for d in doms for x in (tcm, base)], "n"]))
+        if n < 2:
+            called = "one seed: not an effect"
+        else:
+            beyond = sum(v.startswith("larger") for v in verdicts.values())
+            called = f"{n}+ seeds: larger than the seed spread on {beyond} of {len(doms)} domains"
+        each = ", ".join(f"{_signed(diffs[d])} on {d}" + (f" ({verdicts[d]})" if n >= 2 else "") for d in doms)
+        p = paper_gain.get(base)
+        ref = (f"the paper reports {p[0]:+.1f} F points for {tcm} over {base} on {p[1]}" if p else
+               f"the paper reports no {tcm} gain")
+        parts.append(f"{tcm} minus {base} (test {metric}): {each}; higher than {base} on {higher} of {len(doms)} "
+                     f"domains, lower on {lower}, equal on {len(doms) - higher - lower}; mean {_signed(mean)} "
+                     f"({100 * mean:+.1f} F points; {called}) — {ref}")
+    if not parts:
+        return "No detector appears both with and without TCM: no gain to report."
+    return "; ".join(parts) + "."
+
+
+# ---------------------------------------------------------------------------------------------------- 01
+
+def describe_step0(df: pd.DataFrame) -> str:
+    """One sentence from the step-0 table's numbers."""
+    a = df.set_index("variant")["P_auc_step0"]
+    best = a.idxmax()
+    return (f"Before any training, P separates text cells best with **{best}** (AUC {a.max():.3f}); the authors' "
+            f"setting gives {a.iloc[1]:.3f} and the bare prompt {a.iloc[0]:.3f} ({int(df['n_images'].iloc[0])} "
+            f"test images).")
