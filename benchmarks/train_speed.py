@@ -28,21 +28,21 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
     from tcm_kit.clip import create_clip
     from tcm_kit.data.transforms import TextDetDataset, collate
     from tcm_kit.precision import autocast, precision_for
-    from tcm_kit.train import TrainConfig, build_model, param_groups, split_dir, train_step
+    from tcm_kit.train import TrainConfig, build_model, param_groups, split_dir, train_augmentation, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = TrainConfig.for_profile(profile, detector=detector)
     arch = arch or ("TCM-RN-tiny" if cfg.clip_weights == "embedded" else "RN50")
     model = build_model(cfg, clip=create_clip(arch, seed=0)).to(device).train()
-    data = TextDetDataset(split_dir(cfg, "train", progress=False), size=cfg.train_size, train=True, seed=0,
-                          targets=model.target_fn(), scale_range=tuple(cfg.scale_range))
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data = TextDetDataset(split_dir(cfg, "train", progress=False), size=cfg.aug.train_size, train=True, seed=0,
+                          targets=model.target_fn(), aug=train_augmentation(cfg))
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     amp = autocast(device)
     step_s, data_s = [], []
     for i in range(steps + 2):  # 2 warm-up steps
         t0 = time.perf_counter()
-        idx = [(i * cfg.batch_size + j) % len(data) for j in range(cfg.batch_size)]
+        idx = [(i * cfg.optim.batch_size + j) % len(data) for j in range(cfg.optim.batch_size)]
         batch = collate([data[k] for k in idx])
         t1 = time.perf_counter()
         train_step(model, model, opt, batch, device, amp)  # the step of tcm_kit.train.fit
@@ -52,10 +52,10 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
             step_s.append(time.perf_counter() - t0)
             data_s.append(t1 - t0)
     med = float(np.median(step_s))
-    return {"detector": detector, "arch": arch, "profile": profile, "device": device, "batch": cfg.batch_size,
-            "crop": cfg.train_size, "steps": steps, "amp": precision_for(device),
+    return {"detector": detector, "arch": arch, "profile": profile, "device": device, "batch": cfg.optim.batch_size,
+            "crop": cfg.aug.train_size, "steps": steps, "amp": precision_for(device),
             "median_step_ms": 1000 * med,
-            "data_ms": 1000 * float(np.median(data_s)), "images_per_s": cfg.batch_size / med}
+            "data_ms": 1000 * float(np.median(data_s)), "images_per_s": cfg.optim.batch_size / med}
 
 
 def run(detectors=DEFAULT_DETECTORS, profile: str = "cpu", arch: str | None = None, steps: int = 10,

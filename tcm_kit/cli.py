@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import PROFILES
 from .data.formats import FORMATS
 
 
@@ -51,9 +52,9 @@ def _train_config(args):
     from .train import TrainConfig
 
     overrides = {k: getattr(args, k) for k in ("detector", "domain", "data_root", "data_format", "clip_weights",
-                                               "seed", "shot", "steps", "batch_size", "lr")
-                 if getattr(args, k, None) is not None}
-    return TrainConfig.for_profile(args.profile, **overrides)
+                                               "seed", "shot") if getattr(args, k, None) is not None}
+    optim = {k: getattr(args, k) for k in ("steps", "batch_size", "lr") if getattr(args, k, None) is not None}
+    return TrainConfig.for_profile(args.profile, **overrides, optim=optim)
 
 
 def _cmd_train(args) -> int:
@@ -82,11 +83,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .train import predict_images
+    from .train import predict_images, run_config
 
-    from .train import run_config
-
-    size = args.size or run_config(args.run).test_size
+    size = args.size or run_config(args.run).evaluation.test_size
     print(f"images resized to a long side of {size} px")
     failed = 0
     for png, txt in predict_images(args.run, args.images, args.out, progress=not args.quiet, size=size):
@@ -126,7 +125,7 @@ def _add_train_args(t) -> None:
     t.add_argument("--format", dest="data_format", choices=FORMATS, default=None,
                    help="annotation format of --data-root (default: detected from the files)")
     t.add_argument("--clip-weights", dest="clip_weights", default=None, help="embedded | openai | path")
-    t.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    t.add_argument("--profile", choices=list(PROFILES), default="cpu")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--shot", type=float, default=None, help="fraction of the training split")
     t.add_argument("--steps", type=int, default=None)
@@ -210,5 +209,7 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # also `torchrun --nproc_per_node=K -m tcm_kit.cli train ...` (DDP)
+    from .train import exit_process
+
+    exit_process(main())

@@ -34,11 +34,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 
-try:  # the one home of the normalisation constants (avoids an import cycle with the data package)
-    from tcm_kit.data.transforms import CLIP_MEAN, CLIP_STD
-except ImportError:  # pragma: no cover - only while transforms.py is being written
-    CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-    CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from tcm_kit.data.transforms import CLIP_MEAN, CLIP_STD  # the one home of the normalisation constants
 
 __all__ = [
     "EMBEDDED_MODEL_NAME", "DENSE_ATTENTION", "CLIP_MEAN", "CLIP_STD", "ClipWeightsError", "ClipInputError",

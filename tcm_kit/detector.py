@@ -5,8 +5,9 @@ use; `build_detector(name, clip)` makes the detectors by name: "<head>" (CLIP im
 "tcm-<head>" (TCM in front of the same head) and "<head>-scratch" (same architecture, random init) for every
 head family in `HEADS`.
 
-A head (`TextHead`) owns its neck, its output maps, its loss, its training targets and its decoding into
-polygons, so a new detector family is one module with one class.
+A head (`TextHead`) owns its neck, its output maps, its options (`Config`), its loss, its training targets and
+its decoding into polygons, so a new detector family is one module with one class, plus its line in `HEADS`.
+The detector adds TCM's auxiliary target to the head's when the backbone is TCM.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.heads.db import DBNet
 from tcm_kit.heads.fce import FCENet
 from tcm_kit.heads.pan import PAN
-from tcm_kit.tcm import TCM, Backbone
+from tcm_kit.tcm import TCM, Backbone, TCMConfig
 
 __all__ = ["TextHead", "Detector", "DetectorError", "build_detector", "detector_names", "head_family", "HEADS",
            "DETECTORS"]
@@ -39,8 +40,7 @@ class Detector(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        # NHWC convolutions: oneDNN takes every convolution (NCHW sends small-batch 1x1 convs to a slow path on
-        # CPU), measured 0.55 -> 0.44 s per dbnet training step (batch 8, 160 px, 1 thread)
+        # NHWC convolutions: oneDNN takes every convolution (NCHW sends small-batch 1x1 convs to a slow path on CPU)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -54,14 +54,17 @@ class Detector(nn.Module):
 
     def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         parts = self.head.loss(out, batch)
-        if "score_logits" in out and hasattr(self.backbone, "aux_loss"):
-            aux = self.backbone.aux_loss(out, batch["prob"], batch["prob_mask"], text_mask=batch.get("text_mask"))
+        if "score_logits" in out and isinstance(self.backbone, TCM):
+            aux = self.backbone.aux_loss(out, batch["prob"], batch["prob_mask"])
             parts["loss_aux"] = aux  # already weighted by λ
             parts["loss"] = parts["loss"] + aux
         return parts
 
     def target_fn(self) -> Callable:
-        """(instances, h, w) -> the training maps this detector's loss needs (picklable, for DataLoader workers)."""
+        """(instances, h, w) -> the training maps this detector's loss needs (picklable, for DataLoader workers):
+        the head's, and with a TCM backbone also TCM's (TCM.target_fn)."""
+        if isinstance(self.backbone, TCM):
+            return DetectorTargets(self.head.target_fn(), self.backbone.target_fn())
         return self.head.target_fn()
 
     @torch.no_grad()
@@ -82,6 +85,20 @@ class Detector(nn.Module):
             raise DetectorError(f"a list of scales needs one per image ({n}), got {len(scale)}")
         scales = scale if isinstance(scale, list) else [scale] * n
         return [self.head.decode({k: v[i] for k, v in maps.items()}, s, **overrides) for i, s in enumerate(scales)]
+
+
+class DetectorTargets:
+    """The head's training maps, then the backbone's that the head's do not already hold (DBNet's "prob" and
+    "prob_mask" are TCM's shrink map: the same function with the same settings, so they are computed once)."""
+
+    def __init__(self, head_fn: Callable, backbone_fn: Callable):
+        self.head_fn, self.backbone_fn = head_fn, backbone_fn
+
+    def __call__(self, instances, h: int, w: int) -> dict:
+        maps = self.head_fn(instances, h, w)
+        if not {"prob", "prob_mask"} <= maps.keys():
+            maps.update(self.backbone_fn(instances, h, w))
+        return maps
 
 
 # ---------------------------------------------------------------------------------------------------- by name
@@ -108,22 +125,17 @@ def head_family(name: str) -> tuple[str, bool, bool]:
     return (base[: -len("-scratch")] if scratch else base), tcm, scratch
 
 
-def build_detector(name: str, clip: nn.Module, *, neck_width: int = 256, ohem_ratio: float | None = 3.0,
-                   head_options: dict | None = None, **tcm_flags) -> Detector:
+def build_detector(name: str, clip: nn.Module, head=None, tcm: TCMConfig | None = None) -> Detector:
     """The detector `name` on a deep copy of `clip` (detectors never share weights).
 
-    neck_width: the head's neck width (DBNet/FCENet FPN 256, PAN 128 in the papers; the cpu profile uses less
-    with the tiny CLIP); ohem_ratio: hard-negative mining of the text-region loss of the head and of TCM's
-    auxiliary loss (3 in all three papers; None = class-balanced, no mining); head_options: extra keyword
-    arguments of the head class (e.g. a DBPostprocess; a "loss" given there wins over ohem_ratio);
-    tcm_flags: TCM options, only for "tcm-*" detectors."""
-    family, tcm, scratch = head_family(name)
-    if not tcm and tcm_flags:
-        raise DetectorError(f"{name!r} takes no TCM options, got {sorted(tcm_flags)}")
+    head: the head family's options (its `Config`, e.g. tcm_kit.heads.db.DBConfig; None: the family's defaults);
+    tcm: TCM's options (tcm_kit.tcm.TCMConfig; None: the defaults), only for "tcm-*" detectors."""
+    family, is_tcm, scratch = head_family(name)
+    head_cls = HEADS[family]
+    if tcm is not None and not is_tcm:
+        raise DetectorError(f"{name!r} takes no TCM options, got {tcm}")
+    if head is not None and not isinstance(head, head_cls.Config):
+        raise DetectorError(f"{name!r} takes head options of type {head_cls.Config.__name__}, got {head!r}")
     clip = copy.deepcopy(clip)
-    backbone = TCM(clip, ohem_ratio=ohem_ratio, **tcm_flags) if tcm else Backbone(clip, scratch=scratch)
-    options = dict(head_options or {})
-    if ohem_ratio != 3.0:
-        options.setdefault("loss", HEADS[family].loss_class(ohem_ratio=ohem_ratio))
-    head = HEADS[family](backbone.out_channels, width=neck_width, **options)
-    return Detector(backbone, head)
+    backbone = TCM(clip, tcm or TCMConfig()) if is_tcm else Backbone(clip, scratch=scratch)
+    return Detector(backbone, head_cls.from_config(backbone.out_channels, head or head_cls.Config()))

@@ -44,13 +44,15 @@ ALL_DETECTORS = ("dbnet", "tcm-dbnet", "dbnet-scratch", "pan", "tcm-pan", "fcene
 
 @dataclass(frozen=True)
 class Plan:
-    """The runs of notebooks 02-05 for one profile. Budget fields left None keep `TrainConfig`'s profile value.
+    """The runs of notebooks 02-05 for one profile: TrainConfig.for_profile(train_profile) (None: the Plan's own
+    profile name), with the budget fields that are not None in place of the profile's values.
 
     All notebooks share one training budget, so a config that appears in two notebooks (e.g. TCM-DBNet on
     synth-ic15 with all data, seed 0) is trained once.
     """
     profile: str
-    # budget of every run (None: TrainConfig.for_profile(profile) default)
+    train_profile: str | None = None  # the runs' TrainConfig profile (None: `profile`)
+    # budget of every run (None: the train profile's value)
     steps: int | None = None
     batch_size: int | None = None
     image_size: int | None = None  # synthetic images; also the test long side (and the crop unless train_size)
@@ -95,15 +97,11 @@ class Plan:
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           small_shot_max=0.25, score_auc_images=4, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 42 distinct runs for 02-05 together (see plan_summary), 400 steps of batch 4 each (1.5-2 min a
-            # run, two side by side), the rest of the budget as TrainConfig's cpu profile: the six shots with
-            # 3 seeds up to 0.1, transfer across the four synthetic domains, the main table on synth-total (the
-            # curved domain, where FCENet's polygons meet DBNet's quads), no extra ablation rows. Batch 4 for 400
-            # steps learns about as much as batch 8 (dbnet, synth-ic15: hmean 0.23 vs 0.25) at half the time.
-            # The main table on whole images (batch 1): synth-total, seeds 0/1/2, fcenet 0.159/0.141/0.089 on
-            # 160 px crops, 0.206/0.251/0.194 on whole images (with fce_head_norm); dbnet 0.158/0.160/0.155 ->
-            # 0.185/0.197/0.167. Not for all tables: dbnet on synth-ic15 (small words) 0.216 -> 0.180
-            "cpu": dict(steps=400, batch_size=4, num_workers=0, threads=1, workers=2, taus=(0.07, 0.2),
+            # 42 distinct runs for 02-05 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
+            # a run, two side by side): the six shots with 3 seeds up to 0.1, transfer across the four synthetic
+            # domains, the main table on synth-total (the curved domain, where FCENet's polygons meet DBNet's
+            # quads) on whole images, no extra ablation rows
+            "cpu": dict(train_profile="cpu-plan", threads=1, workers=2, taus=(0.07, 0.2),
                         aux_weights=(1.0,), small_shot_max=0.1, ablation_extras=False,
                         main_detectors=ALL_DETECTORS, main_domains=("synth-total",), main_whole_images=True),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
@@ -117,22 +115,30 @@ class Plan:
             raise ExperimentError(f"unknown Plan fields {sorted(unknown)}; known: {sorted(fields)}")
         return cls(profile=profile, **{**base[profile], **overrides})
 
+    @property
+    def run_profile(self) -> str:
+        return self.train_profile or self.profile
+
     def budget(self) -> dict:
-        """The TrainConfig overrides shared by every run of this plan."""
-        b = {"steps": self.steps, "batch_size": self.batch_size, "num_train": self.num_train,
-             "num_val": self.num_val, "num_test": self.num_test, "num_workers": self.num_workers}
+        """The TrainConfig overrides shared by every run of this plan (TrainConfig.updated arguments)."""
+        def given(**kw):
+            return {k: v for k, v in kw.items() if v is not None}
+
+        optim = given(steps=self.steps, batch_size=self.batch_size)
+        data = given(num_train=self.num_train, num_val=self.num_val, num_test=self.num_test,
+                     image_size=self.image_size, min_text_px=self.min_text_px)
+        aug = given(scale_range=None if self.scale_range is None else tuple(self.scale_range))
+        evaluation = {}
         if self.image_size is not None:
-            b.update(image_size=self.image_size, train_size=self.train_size or self.image_size,
-                     test_size=self.image_size)
-        if self.scale_range is not None:
-            b.update(scale_range=tuple(self.scale_range))
-        if self.min_text_px is not None:
-            b.update(min_text_px=self.min_text_px)
+            aug["train_size"] = self.train_size or self.image_size
+            evaluation["test_size"] = self.image_size
+        b = given(num_workers=self.num_workers)
         if self.steps is not None:  # keep warm-up and checkpoints in proportion to a short budget
-            base = TrainConfig.for_profile(self.profile)
-            b.update(warmup_steps=min(base.warmup_steps, max(1, self.steps // 10)),
-                     ckpt_every=min(base.ckpt_every, max(1, self.steps // 4)))
-        return {k: v for k, v in b.items() if v is not None}
+            base = TrainConfig.for_profile(self.run_profile)
+            optim["warmup_steps"] = min(base.optim.warmup_steps, max(1, self.steps // 10))
+            b["ckpt_every"] = min(base.ckpt_every, max(1, self.steps // 4))
+        b.update({k: v for k, v in dict(optim=optim, data=data, aug=aug, evaluation=evaluation).items() if v})
+        return b
 
     def config(self, detector: str = "tcm-dbnet", domain: str = "synth-ic15", seed: int = 0, shot: float = 1.0,
                data_roots: Mapping[str, str] | None = None, **tcm) -> TrainConfig:
@@ -143,8 +149,9 @@ class Plan:
         if not domain.startswith("synth-") and root is None:
             raise ExperimentError(f"domain {domain!r} is a real dataset: give its folder in data_roots "
                                   f"(a mapping domain -> folder with train/ [val/] test/)")
-        return TrainConfig.for_profile(self.profile, **self.budget(), detector=detector, domain=domain,
-                                       data_root=None if root is None else str(root), seed=seed, shot=shot, **tcm)
+        return TrainConfig.for_profile(self.run_profile, **self.budget(), detector=detector, domain=domain,
+                                       data_root=None if root is None else str(root), seed=seed, shot=shot,
+                                       **({"tcm": tcm} if tcm else {}))
 
     def main_config(self, detector: str, domain: str, seed: int = 0,
                     data_roots: Mapping[str, str] | None = None) -> TrainConfig:
@@ -153,11 +160,12 @@ class Plan:
         Whole images: train_size = image_size, batch_size x (train_size / image_size)^2 (at least 1), scale_range
         x train_size / image_size (RandomScale is relative to the crop, so the text keeps its size)."""
         c = self.config(detector, domain, seed, data_roots=data_roots)
-        if not self.main_whole_images or c.train_size >= c.image_size:
+        if not self.main_whole_images or c.aug.train_size >= c.data.image_size:
             return c
-        f = c.train_size / c.image_size
-        return dataclasses.replace(c, train_size=c.image_size, batch_size=max(1, round(c.batch_size * f * f)),
-                                   scale_range=tuple(float(s * f) for s in c.scale_range))
+        f = c.aug.train_size / c.data.image_size
+        scale = tuple(float(s * f) for s in c.aug.scale_range)
+        return c.updated(aug=dict(train_size=c.data.image_size, scale_range=scale),
+                         optim=dict(batch_size=max(1, round(c.optim.batch_size * f * f))))
 
     def seeds_for(self, shot: float, seeds: Sequence[int] | None = None) -> tuple:
         seeds = tuple(self.seeds if seeds is None else seeds)
@@ -166,12 +174,13 @@ class Plan:
     def describe(self) -> str:
         c = self.config(domain="synth-ic15")
         m = self.main_config("dbnet", "synth-ic15")
-        main = (f"; the main table (05) on whole {m.image_size} px images, batch {m.batch_size}"
-                if (m.train_size, m.batch_size) != (c.train_size, c.batch_size) else "")
-        return (f"{c.steps} steps x batch {c.batch_size}, {c.train_size} px crops of {c.image_size} px images, "
-                f"tested at {c.test_size} px, synthetic splits {c.num_train}/{c.num_val}/{c.num_test} "
-                f"(train/val/test)" + (f", smallest synthetic font {c.min_text_px:g} px" if c.min_text_px else "")
-                + main)
+        main = (f"; the main table (05) on whole {m.data.image_size} px images, batch {m.optim.batch_size}"
+                if (m.aug.train_size, m.optim.batch_size) != (c.aug.train_size, c.optim.batch_size) else "")
+        d = c.data
+        return (f"TrainConfig profile {self.run_profile}: {c.optim.steps} steps x batch {c.optim.batch_size}, "
+                f"{c.aug.train_size} px crops of {d.image_size} px images, tested at {c.evaluation.test_size} px, "
+                f"synthetic splits {d.num_train}/{d.num_val}/{d.num_test} (train/val/test)"
+                + (f", smallest synthetic font {d.min_text_px:g} px" if d.min_text_px else "") + main)
 
 
 def as_plan(plan: Plan | str) -> Plan:

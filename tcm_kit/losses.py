@@ -26,7 +26,7 @@ def balanced_bce_ohem(logits: torch.Tensor, target: torch.Tensor, mask: torch.Te
     Positives are target > 0.5 inside the mask. Over the whole batch (as in DBNet). When a batch has no positive
     pixel, the `min_neg` hardest negatives are kept so that text-free images still teach "no text here".
     neg_ratio=None: no mining, the class-balanced BCE (mean over positives + mean over negatives) instead; every
-    negative then gets a gradient (see `TrainConfig.ohem_ratio` for when that matters).
+    negative then gets a gradient.
     """
     _check_same_shape(logits=logits, target=target, mask=mask)
     target, mask = target.float(), mask.float()
@@ -71,15 +71,14 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, e
 
 
 def ilm_aux_loss(score_logits: torch.Tensor, prob: torch.Tensor, prob_mask: torch.Tensor, mode: str = "ohem",
-                 text_mask: torch.Tensor | None = None, neg_ratio: float | None = 3.0) -> torch.Tensor:
+                 neg_ratio: float | None = 3.0) -> torch.Tensor:
     """TCM's auxiliary instance-language matching loss on the text class (channel 0 of the score logits).
 
     score_logits: (B,K,h,w) = cosine/τ at stride s. prob, prob_mask: (B,H,W) DB shrink map and its mask.
     mode "ohem" (the authors' code): logits upsampled bilinearly to (H,W), balanced BCE + OHEM 3:1 vs the shrink map
       (neg_ratio=None: class-balanced BCE without mining, as balanced_bce_ohem).
-    mode "bce" (the paper): plain BCE at stride s against the stride-s text mask `text_mask` (B,h,w); without one,
-      the mask is approximated from the shrink map (fraction of text pixels per cell, a soft target); cells with
-      any don't-care pixel (prob_mask 0) are left out.
+    mode "bce" (the paper's form): plain BCE at stride s against the fraction of shrunk-text pixels per cell of the
+      shrink map (a soft stride-s text mask); cells with any don't-care pixel (prob_mask 0) are left out.
     """
     if score_logits.dim() != 4:
         raise LossInputError(f"score_logits must be (B,K,h,w), got {tuple(score_logits.shape)}")
@@ -89,9 +88,8 @@ def ilm_aux_loss(score_logits: torch.Tensor, prob: torch.Tensor, prob_mask: torc
         return balanced_bce_ohem(up, prob, prob_mask, neg_ratio=neg_ratio)
     if mode == "bce":
         h, w = logits.shape[-2:]
-        if text_mask is None:
-            text_mask = F.adaptive_avg_pool2d(prob[:, None].float(), (h, w))[:, 0]  # (B,h,w) soft text fraction
-        # a cell counts only when no pixel of it is don't-care (as targets.ignore_mask with min_fraction 0)
+        text_mask = F.adaptive_avg_pool2d(prob[:, None].float(), (h, w))[:, 0]  # (B,h,w) soft text fraction
+        # a cell counts only when no pixel of it is don't-care
         cell_mask = 1.0 - F.adaptive_max_pool2d(1.0 - prob_mask[:, None].float(), (h, w))[:, 0]
         return masked_bce(logits, text_mask, cell_mask)
     raise LossInputError(f"aux loss mode must be 'ohem' or 'bce', got {mode!r}")

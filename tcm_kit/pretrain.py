@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tcm_kit.clip import (CLIP_MEAN, CLIP_STD, EMBEDDED_MODEL_NAME, ClipWeightsError, create_clip, dense_features,
-                          load_state_dict_file, save_kit_checkpoint)
+from tcm_kit.clip import (EMBEDDED_MODEL_NAME, ClipWeightsError, create_clip, dense_features, load_state_dict_file,
+                          save_kit_checkpoint)
+from tcm_kit.data.transforms import to_tensor
 from tcm_kit.precision import autocast, precision_for
 from tcm_kit.utils import config_hash, git_commit
 
@@ -180,10 +181,7 @@ def scene_batch(cfg: PretrainConfig, step: int):
             image = caption_crop(image, caption, instances, size, rng)
         images.append(image)
         captions.append(caption)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std, captions
+    return to_tensor(np.stack(images)), captions  # (B, 3, S, S)
 
 
 class _Batches(torch.utils.data.Dataset):

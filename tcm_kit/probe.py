@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from tcm_kit.clip import CLIP_MEAN, CLIP_STD, dense_features
+from tcm_kit.clip import dense_features
+from tcm_kit.data.transforms import to_tensor
 
 __all__ = ["ProbeScene", "draw_probe_scene", "roc_auc", "cell_coverage", "evaluate_prior", "PROBE_WORDS",
            "PROBE_SIZES"]
@@ -273,8 +274,7 @@ def roc_auc(pos, neg) -> float:
 
 
 def _to_tensor(images: list) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return to_tensor(np.stack(images))  # (B, 3, S, S)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch
 
 from tcm_kit.clip import (RELEASED_CLIP, ClipWeightsError, _load_from_path, file_sha256, load_state_dict_file,
                           save_kit_checkpoint)
-from tcm_kit.inspect import prior_table
+from tcm_kit.inspection import prior_table
 from tcm_kit.probe import PROBE_SIZES
 
 __all__ = ["export_release", "PROBE_SIZES", "cpu_name"]

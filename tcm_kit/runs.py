@@ -75,8 +75,7 @@ def _prepare_shared(configs: Sequence[TrainConfig]) -> None:
     """Make what runs share before they start side by side: the synthetic splits and the embedded CLIP."""
     from .clip import load_clip
 
-    for cfg in {(c.domain, c.num_train, c.num_val, c.num_test, c.image_size, c.min_text_px, c.data_root): c
-                for c in configs}.values():
+    for cfg in {(c.domain, c.data, c.data_root): c for c in configs}.values():
         for split in ("train", "val", "test"):
             T.split_dir(cfg, split, progress=False)
     for weights in {c.clip_weights for c in configs}:
@@ -131,8 +130,8 @@ def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bo
 def _test_key(cfg: TrainConfig) -> str:
     """Identity of a test split (independent of where data_dir() is)."""
     scale = T.text_scale(cfg)
-    split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.num_test,
-             "image_size": cfg.image_size, **({"text_scale": scale} if scale != 1.0 else {})}
+    split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.data.num_test,
+             "image_size": cfg.data.image_size, **({"text_scale": scale} if scale != 1.0 else {})}
     return f"{cfg.domain}-{config_hash(split)}"
 
 

@@ -31,11 +31,12 @@ from .train import TrainConfig
 def _score_map_auc(cfg: TrainConfig, n_images: int, trained: bool) -> dict:
     """score_map_auc of the run's model on n_images of its test split: the model `fit` starts from (same seed,
     same CLIP) or, trained=True, the run's checkpoint; at the test size's short side for a (long, short) pair."""
-    from .inspect import score_map_auc
+    from .inspection import score_map_auc
     from .utils import seed_everything
 
     root = T.split_dir(cfg, "test", progress=False)
-    size = cfg.test_size if isinstance(cfg.test_size, int) else min(cfg.test_size)
+    test_size = cfg.evaluation.test_size
+    size = test_size if isinstance(test_size, int) else min(test_size)
     if trained:
         model = T.load_run(run_dir(cfg))[0]
     else:
@@ -71,9 +72,9 @@ def step0_score_table(profile: str = "cpu", domain: str = "synth-ic15", n_images
     on n_images of the domain's test split at the profile's test size: one row per STEP0_VARIANTS entry."""
     rows = []
     for label, flags in tqdm(STEP0_VARIANTS.items(), desc="score map at step 0", disable=not progress):
-        cfg = TrainConfig.for_profile(profile, detector="tcm-dbnet", domain=domain, seed=seed, **flags)
+        cfg = TrainConfig.for_profile(profile, detector="tcm-dbnet", domain=domain, seed=seed, tcm=flags)
         r = _score_map_auc(cfg, n_images, trained=False)
-        rows.append({"variant": label, "prompt_init": cfg.prompt_init, "dense_attention": cfg.dense_attention,
+        rows.append({"variant": label, "prompt_init": cfg.tcm.prompt_init, "dense_attention": cfg.tcm.dense_attention,
                      "P_auc_step0": r["auc"], "n_images": r["n_images"], "n_pos_cells": r["n_pos_cells"],
                      "n_neg_cells": r["n_neg_cells"], "test_size": r["test_size"], "clip_weights": cfg.clip_weights})
     return pd.DataFrame(rows)
@@ -85,9 +86,10 @@ def _tcm_columns(cfg: TrainConfig) -> dict:
     if not cfg.detector.startswith("tcm-"):
         return {"score_map": False, "learnable_prompt": False, "language_prompt": False, "visual_prompt": False,
                 "aux_weight": 0.0, "context_decoder": False, "prompt": "-"}
-    return {"score_map": cfg.score_map, "learnable_prompt": cfg.learnable_prompt,
-            "language_prompt": cfg.language_prompt, "visual_prompt": cfg.visual_prompt,
-            "aux_weight": float(cfg.aux_weight), "context_decoder": cfg.context_decoder, "prompt": cfg.prompt}
+    t = cfg.tcm
+    return {"score_map": t.score_map, "learnable_prompt": t.learnable_prompt, "language_prompt": t.language_prompt,
+            "visual_prompt": t.visual_prompt, "aux_weight": float(t.aux_weight), "context_decoder": t.context_decoder,
+            "prompt": t.prompt}
 
 
 def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
@@ -98,7 +100,7 @@ def ablation_table(plan: Plan | str, seed: int = 0, domain: str | None = None,
     results = run_many(plan, list(configs.values()), "ablations", progress)
     rows = []
     for (label, cfg), r in zip(configs.items(), results):
-        auc = score_auc(cfg, plan.score_auc_images) if cfg.score_map else {}
+        auc = score_auc(cfg, plan.score_auc_images) if cfg.tcm is not None and cfg.tcm.score_map else {}
         rows.append({"variant": label, **_tcm_columns(cfg), **result_metrics(r),
                      "P_auc_step0": auc.get("step0", np.nan), "P_auc": auc.get("trained", np.nan),
                      "config": T.run_hash(cfg)})

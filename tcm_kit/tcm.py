@@ -7,24 +7,60 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from tcm_kit.clip import DENSE_ATTENTION, dense_features
+from tcm_kit.data.targets import shrink_targets
 from tcm_kit.losses import ilm_aux_loss
 from tcm_kit.prompts import (PROMPT_INITS, ContextDecoder, LanguagePromptGenerator, PromptLearner,
                              VisualPromptGenerator)
 
 PROMPT_QUERIES = ("image", "learned")
+AUX_LOSSES = ("ohem", "bce")
 
 TEXT_TOWER = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection")
 
 
 class TCMConfigError(ValueError):
     """Inconsistent TCM / backbone options."""
+
+
+@dataclass(frozen=True)
+class TCMConfig:
+    """TCM's options (one frozen value: a run's hash covers it whole)."""
+    learnable_prompt: bool = True  # CoOp's learnable contexts (False: the bare prompt)
+    language_prompt: bool = True  # the language prompt generator's cue cc
+    visual_prompt: bool = True  # the visual prompt generator
+    context_decoder: bool = True  # the text-side decoder of every official config
+    score_map: bool = True  # the cosine map concatenated to the stride-32 features
+    prompt: str | tuple = "Text"  # the class prompt(s): one score-map channel each
+    n_ctx: int = 4  # learnable context vectors
+    tau: float = 0.07  # temperature of the score map P = sigmoid(cos / tau)
+    aux_weight: float = 1.0  # λ of L = L_det + λ·L_aux
+    aux_loss: str = "ohem"  # "ohem" (the authors' code) | "bce" (the paper's form; see losses.ilm_aux_loss)
+    ohem_ratio: float | None = 3.0  # hard negatives per positive in the "ohem" aux loss; None: class-balanced
+    decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
+    decoder_layers: int = 3
+    decoder_heads: int = 4
+    decoder_dropout: float = 0.1
+    dense_attention: str = "full"  # the attention pool's pixel embeddings: "full" (authors) | "value" (MaskCLIP)
+    prompt_init: str = "official"  # "official" (contexts std 1) | "prior" (std 0.02, zero last LPG layer)
+    prompt_query: str = "image"  # the LPG's input: "image" (Ī, TCM) | "learned" (FastTCM, prompt cached)
+
+    def __post_init__(self):
+        if isinstance(self.prompt, list):
+            object.__setattr__(self, "prompt", tuple(self.prompt))
+        for name, choices in (("dense_attention", DENSE_ATTENTION), ("prompt_init", PROMPT_INITS),
+                              ("prompt_query", PROMPT_QUERIES), ("aux_loss", AUX_LOSSES)):
+            if getattr(self, name) not in choices:
+                raise TCMConfigError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if not self.tau > 0 or self.n_ctx < 0 or self.decoder_width < 1:
+            raise TCMConfigError(f"need tau > 0, n_ctx >= 0, decoder_width >= 1; got {self.tau}, {self.n_ctx}, "
+                                 f"{self.decoder_width}")
 
 
 @dataclass
@@ -126,46 +162,28 @@ class TCM(nn.Module):
     The cache is dropped on train()/eval(), load_state_dict() and device/dtype moves.
     """
 
-    def __init__(self, clip: nn.Module, *, learnable_prompt: bool = True, language_prompt: bool = True,
-                 visual_prompt: bool = True, context_decoder: bool = True, score_map: bool = True,
-                 prompt: str | Sequence[str] = "Text", n_ctx: int = 4, tau: float = 0.07, aux_weight: float = 1.0,
-                 aux_loss: str = "ohem", ohem_ratio: float | None = 3.0, tokenizer: Callable | None = None,
-                 decoder_width: int = 256, decoder_layers: int = 3, decoder_heads: int = 4,
-                 decoder_dropout: float = 0.1, dense_attention: str = "full", prompt_init: str = "official",
-                 prompt_query: str = "image"):
+    def __init__(self, clip: nn.Module, cfg: TCMConfig = TCMConfig(), tokenizer: Callable | None = None):
         super().__init__()
-        for name, value, choices in (("dense_attention", dense_attention, DENSE_ATTENTION),
-                                     ("prompt_init", prompt_init, PROMPT_INITS),
-                                     ("prompt_query", prompt_query, PROMPT_QUERIES)):
-            if value not in choices:
-                raise TCMConfigError(f"{name} must be one of {choices}, got {value!r}")
-        if aux_loss not in ("ohem", "bce"):
-            raise TCMConfigError(f"aux_loss must be 'ohem' or 'bce', got {aux_loss!r}")
-        if tau <= 0:
-            raise TCMConfigError(f"tau must be > 0, got {tau}")
         if not hasattr(clip, "visual") or not hasattr(clip.visual, "attnpool"):
             raise TCMConfigError("TCM needs an open_clip CLIP with a ModifiedResNet visual tower (attention pool)")
         self.clip = clip
-        self.learnable_prompt, self.language_prompt = learnable_prompt, language_prompt
-        self.visual_prompt, self.context_decoder_on = visual_prompt, context_decoder
-        self.use_score_map, self.tau, self.aux_weight, self.aux_mode = score_map, tau, aux_weight, aux_loss
-        self.ohem_ratio = ohem_ratio
-        self.dense_attention, self.prompt_init, self.prompt_query = dense_attention, prompt_init, prompt_query
+        self.cfg = cfg
 
         proj = clip.text_projection
         C = int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])  # joint embedding width
         D = int(clip.token_embedding.weight.shape[1])  # token width
         self.embed_dim = C
         self._freeze_text_tower()
-        self.prompt_learner = PromptLearner(clip, prompt, n_ctx=n_ctx, learnable=learnable_prompt,
-                                            tokenizer=tokenizer, init=prompt_init)
-        dec = dict(width=decoder_width, layers=decoder_layers, heads=decoder_heads, dropout=decoder_dropout)
-        self.lpg = LanguagePromptGenerator(C, D, zero_last=prompt_init == "prior") if language_prompt else None
+        self.prompt_learner = PromptLearner(clip, cfg.prompt, n_ctx=cfg.n_ctx, learnable=cfg.learnable_prompt,
+                                            tokenizer=tokenizer, init=cfg.prompt_init)
+        dec = dict(width=cfg.decoder_width, layers=cfg.decoder_layers, heads=cfg.decoder_heads,
+                   dropout=cfg.decoder_dropout)
+        self.lpg = LanguagePromptGenerator(C, D, zero_last=cfg.prompt_init == "prior") if cfg.language_prompt else None
         # FastTCM's query in place of Ī (official: meta_query, ocrclip/ocrclip/ocrclip.py:183-185, 268-269)
-        self.query = nn.Parameter(torch.randn(C)) if language_prompt and prompt_query == "learned" else None
-        self.context_decoder = ContextDecoder(C, **dec) if context_decoder else None
-        self.vpg = VisualPromptGenerator(C, **dec) if visual_prompt else None
-        if dense_attention == "value" and self.image_independent_prompt and self.context_decoder is None:
+        self.query = nn.Parameter(torch.randn(C)) if cfg.language_prompt and cfg.prompt_query == "learned" else None
+        self.context_decoder = ContextDecoder(C, **dec) if cfg.context_decoder else None
+        self.vpg = VisualPromptGenerator(C, **dec) if cfg.visual_prompt else None
+        if cfg.dense_attention == "value" and self.image_independent_prompt and self.context_decoder is None:
             # the global feature feeds only the LPG (from Ī) and the context decoder; without them the value path's
             # query/key projections get no gradient: frozen (DDP needs no unused trainable parameters)
             clip.visual.attnpool.q_proj.requires_grad_(False)
@@ -217,7 +235,7 @@ class TCM(nn.Module):
     @property
     def out_channels(self) -> list[int]:
         ch = list(self._stage_channels)
-        if self.use_score_map:
+        if self.cfg.score_map:
             ch[3] += self.num_classes
         return ch
 
@@ -238,7 +256,7 @@ class TCM(nn.Module):
         return text
 
     def forward(self, images: torch.Tensor) -> TCMOutput:
-        dense = dense_features(self.clip, images, attention=self.dense_attention)
+        dense = dense_features(self.clip, images, attention=self.cfg.dense_attention)
         visual, global_feat = dense.visual_embeddings, dense.global_feat  # (B,C,h,w), (B,C)
         B = visual.shape[0]
         text = self.text_embeddings(global_feat)  # (B or 1,K,C)
@@ -248,9 +266,9 @@ class TCM(nn.Module):
             text = self.context_decoder(text, global_feat, visual)  # t', from I before the visual prompt
         cos = self.match(prompted, text)  # (B,K,h,w)
         feats = list(dense.stages)
-        if self.use_score_map:
+        if self.cfg.score_map:
             feats[3] = torch.cat([feats[3], cos.to(feats[3].dtype)], dim=1)  # C5 + K channels
-        logits = cos / self.tau
+        logits = cos / self.cfg.tau
         return TCMOutput(features=feats, score_logits=logits, score_map=torch.sigmoid(logits))
 
     @staticmethod
@@ -260,13 +278,28 @@ class TCM(nn.Module):
         with torch.autocast(visual.device.type, enabled=False):
             return torch.einsum("bchw,bkc->bkhw", F.normalize(visual.float(), dim=1), F.normalize(text.float(), dim=2))
 
-    def aux_loss(self, out: TCMOutput | dict, prob: torch.Tensor, prob_mask: torch.Tensor,
-                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """λ·L_aux: score logits vs the DB shrink map (B,H,W) ("ohem") or the stride-32 text mask ("bce").
+    def aux_loss(self, out: TCMOutput | dict, prob: torch.Tensor, prob_mask: torch.Tensor) -> torch.Tensor:
+        """λ·L_aux: the score logits against the DB shrink map prob, prob_mask (B,H,W) (see losses.ilm_aux_loss).
 
         `out` is this module's TCMOutput or a dict holding "score_logits" (a Detector's output)."""
         logits = out["score_logits"] if isinstance(out, dict) else out.score_logits  # (B,K,h,w)
-        if self.aux_weight == 0:
+        if self.cfg.aux_weight == 0:
             return logits.sum() * 0.0
-        return self.aux_weight * ilm_aux_loss(logits, prob, prob_mask, mode=self.aux_mode, text_mask=text_mask,
-                                              neg_ratio=self.ohem_ratio)
+        return self.cfg.aux_weight * ilm_aux_loss(logits, prob, prob_mask, mode=self.cfg.aux_loss,
+                                                  neg_ratio=self.cfg.ohem_ratio)
+
+    @staticmethod
+    def target_fn() -> "TCMTargets":
+        """(instances, h, w) -> the maps aux_loss reads (picklable, for DataLoader workers)."""
+        return TCMTargets()
+
+
+@dataclass(frozen=True)
+class TCMTargets:
+    """(instances, h, w) -> "prob", "prob_mask" (h, w) float32: the DB shrink map of TCM's auxiliary loss
+    (tcm_kit.data.targets.shrink_targets; official: the gt_shrink of DBNet's targets)."""
+    shrink_ratio: float = 0.4
+    min_size: float = 8
+
+    def __call__(self, instances, h: int, w: int) -> dict:
+        return shrink_targets(instances, h, w, self.shrink_ratio, self.min_size)

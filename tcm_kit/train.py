@@ -9,7 +9,7 @@ per split (train 0, val 1, test 2), so runs with different training seeds see th
 reads `<data_root>/{train,val,test}`; without val/, a fixed part of train/ (at most num_val images, 20%) is the
 validation split and is not trained on (carve_validation). Every split is read before the first step.
 
-Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K python -m tcm_kit.train ...` with
+Scale-out: the same `train()` runs under `torchrun --nproc_per_node=K -m tcm_kit.cli train ...` with
 DistributedDataParallel (gloo on CPU, NCCL on GPU); `batch_size` is per process (the official samples_per_gpu):
 a step's global batch is batch_size x K images, of which each rank takes its own batch_size.
 """
@@ -24,7 +24,6 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,214 +31,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .config import TrainConfig, TrainConfigError
 from .precision import autocast, precision_for
 from .utils import config_hash, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
-TCM_FLAGS = ("learnable_prompt", "language_prompt", "visual_prompt", "context_decoder", "score_map", "prompt",
-             "n_ctx", "tau", "aux_weight", "aux_loss", "decoder_width", "dense_attention", "prompt_init",
-             "prompt_query")
-
-
-class TrainConfigError(ValueError):
-    """An inconsistent training configuration."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    detector: str = "tcm-dbnet"  # <head> | tcm-<head> | <head>-scratch (tcm_kit.detector.DETECTORS)
-    domain: str = "synth-ic15"  # synth-* preset, or a real domain read from data_root
-    data_root: str | None = None  # real domains: folder with train/ [val/] test/
-    data_format: str | None = None  # real domains: one of tcm_kit.data.formats.FORMATS; None: detected
-    clip_weights: str = "embedded"  # embedded | openai | path to a checkpoint
-    profile: str = "cpu"
-    seed: int = 0
-    shot: float = 1.0  # fraction of the training split (nested subsets across shots for one seed)
-    # synthetic data
-    num_train: int = 600
-    num_val: int = 100
-    num_test: int = 200
-    image_size: int = 320  # side of the generated synthetic images
-    # synthetic domains: text drawn larger (synth.with_text_scale, see `text_scale`) until the preset's smallest
-    # font is at least this many pixels on the image_size canvas; None: the presets' own sizes. Small words learn
-    # slowly: dbnet on synth-ic15 at 320 px, 500 steps, hmean 0.01 with text x2 (smallest font 11 px), 0.16 with
-    # x3 (16 px)
-    min_text_px: float | None = None
-    neck_width: int = 256  # the head's neck width (papers: DBNet/FCENet 256, PAN 128; the full profile's default)
-    # optimisation
-    train_size: int = 320  # training crop
-    # random rescale before the crop, as a factor on the long side = train_size (DBNet: 0.5-3 of the image);
-    # synthetic images larger than the crop want factors > 1 so that words keep their generated size
-    scale_range: tuple = (0.5, 2.0)
-    # the augmentation (tcm_kit.data.transforms.train_transforms): "kit" (scale, rotate with the canvas grown,
-    # window crop, flip, jitter) | "official" (the official DBNet pipeline: torchvision jitter, flip, rotate in
-    # place, scale relative to the image itself, MMOCR's EastRandomCrop resized to fit train_size)
-    aug_pipeline: str = "kit"
-    flip_p: float = 0.0  # horizontal-flip probability (official 0.5)
-    max_angle: float = 10.0  # rotation uniform in +-max_angle degrees (official 10)
-    color_jitter: tuple = (0.3, 0.3, 0.3, 0.05)  # brightness, contrast, saturation, hue (official 32/255, 0, 0.5, 0)
-    # what the detector's input is normalised with: "clip" (OpenAI CLIP's mean/std) | "dbnet" (the official
-    # pipeline's img_norm_cfg_r50dcnv2: DBNet's mean, ImageNet's std)
-    pixel_norm: str = "clip"
-    test_size: int | tuple = 320  # evaluation resize: long side, or (long, short) as mmcv (official IC15 (4068, 1024))
-    batch_size: int = 8  # per process (under DDP each rank trains on batch_size images per step)
-    steps: int = 800
-    lr: float = 1e-3
-    backbone_lr_mult: float = 0.1  # image encoder at 0.1x the base rate (authors' code)
-    # hard-negative mining ratio of the text-region loss and TCM's aux loss (3: the papers); None: class-balanced
-    # BCE without mining. Measured (dbnet, synth-ic15 text_scale 2, 1,000 steps): balanced learns a text map sooner
-    # but one that covers whole words and clutter, which DB's unclip turns into oversized boxes: hmean 0.002 vs 0.28
-    ohem_ratio: float | None = 3.0
-    # DBNet's probability-map loss: "bce" (BCE + OHEM, the DBNet paper and the TCM authors' configs) or "dice"
-    # (MMOCR 0.x DBLoss's default). Measured (dbnet, synth-ic15, cpu profile, 400 steps, seed 0, 200 test
-    # images): bce hmean 0.078, dice 0.251 -- on 2 cores the dice loss learns the map in far fewer steps
-    db_prob_loss: str = "bce"
-    # FCENet's classification losses (text region and centre region): "ce" (cross entropy, OHEM on the region;
-    # the FCENet paper and MMOCR) or "balanced" (class-balanced cross entropy; see tcm_kit.heads.fce.FCELoss).
-    # Measured (fcenet, synth-total, cpu plan, seed 0): "ce" hmean 0 (TR·TCL² never passes the score
-    # threshold), "balanced" 0.077; tcm-fcenet 0 -> 0.145
-    fce_cls_loss: str = "ce"
-    # FCENet's regression weight on the text-region pixels outside the centre region (the paper 0, MMOCR 0.5): small
-    # words have a centre region of a pixel or two at their level, too few samples to learn the contour from.
-    # Measured (fcenet, synth-total, cpu plan, cls "balanced", seed 0): 0: hmean 0.077, 0.5: 0.159, 1.0: 0.121
-    fce_tr_reg_weight: float = 0.0
-    # GroupNorm in FCENet's head branches (not in the paper; see tcm_kit.heads.fce.FCEHead): keeps their ReLUs alive.
-    # Measured (fcenet, synth-total, cpu plan on 160 px crops, seeds 0/1/2): off 0.159/0.141/0.089, on
-    # 0.151/0.117/0.158 -- no better on average there, but no collapse (on whole images, seed 2: off 0, on 0.194)
-    fce_head_norm: bool = False
-    # PAN's head (tcm_kit.heads.pan.PAN): "mmocr" (one conv1x1 on the FFM output: MMOCR 0.x's PANHead, TCM's PAN)
-    # or "pan_pp" (conv3x3-BN-ReLU at the neck width, then conv1x1: pan_pp.pytorch's head, the kit's PAN before;
-    # the smoke and cpu profiles keep it so their results stay as reported until the mmocr head is measured there)
-    pan_head: str = "mmocr"
-    weight_decay: float = 1e-4
-    # "adamw" (decoupled weight decay) | "adam" (L2: the decay is added to the gradient; the official IC15 Adam)
-    optimizer: str = "adamw"
-    # parameters without weight decay: "none" | "official" (what mmcv's DefaultOptimizerConstructor makes of the
-    # IC15 config's custom key 'norm': the LayerNorms inside the TCM decoders' layers, the only parameters whose
-    # official names hold "norm" and no longer key) | "norms" (every normalisation layer, the key's evident intent)
-    no_decay: str = "none"
-    # "warmup-poly" (linear warm-up over warmup_steps, then poly per step, the factor floored at min_lr / lr) |
-    # "poly-epoch" (mmcv's PolyLrUpdaterHook by epoch, the official: lr_g = (lr0_g - min_lr)(1 - epoch / epochs)^power
-    # + min_lr at each epoch's start, no warm-up)
-    lr_schedule: str = "warmup-poly"
-    warmup_steps: int = 50
-    poly_power: float = 0.9
-    min_lr: float = 1e-7
-    ckpt_every: int = 100
-    num_workers: int = 2
-    # TCM options (only for tcm-* detectors)
-    learnable_prompt: bool = True
-    language_prompt: bool = True
-    visual_prompt: bool = True
-    context_decoder: bool = True  # the text-side decoder of every official config
-    score_map: bool = True
-    prompt: str = "Text"
-    n_ctx: int = 4
-    tau: float = 0.07
-    aux_weight: float = 1.0
-    aux_loss: str = "ohem"
-    decoder_width: int = 256  # visual prompt generator / context decoder width (authors: 256)
-    dense_attention: str = "full"  # the attention pool's pixel embeddings: "full" (authors) | "value" (MaskCLIP)
-    prompt_init: str = "official"  # "official" (contexts std 1) | "prior" (std 0.02, zero last LPG layer)
-    prompt_query: str = "image"  # the LPG's input: "image" (Ī, TCM) | "learned" (FastTCM, prompt cached)
-    # DBNet's decoding (tcm_kit.heads.db.DBPostprocess); None: its defaults
-    db_postprocess: "DBPostprocess | None" = None
-    # evaluation
-    box_thresholds: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    # "val" (the kit's: box threshold picked on the validation split, the test split reported once) | "authors"
-    # (also the authors' protocol, labelled: the test split evaluated every eval_every_epochs and the best
-    # checkpoint and box threshold on it reported, as the official save_best on the test set)
-    eval_protocol: str = "val"
-    eval_every_epochs: int = 5  # the authors' protocol's evaluation interval (official: evaluation interval=5)
-    # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
-    # weights a run starts from are in run_hash already (clip_fingerprint)
-    code_version: int = 12
-
-    def __post_init__(self):
-        if self.data_root is not None:  # one dataset, one identity, whatever the working directory
-            object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
-        counts = {k: getattr(self, k) for k in ("steps", "batch_size", "num_train", "num_val", "num_test",
-                                                "image_size", "train_size", "ckpt_every", "eval_every_epochs")}
-        test = self.test_size if isinstance(self.test_size, (tuple, list)) else (self.test_size,)
-        if isinstance(self.test_size, list):
-            object.__setattr__(self, "test_size", tuple(self.test_size))
-        counts.update({f"test_size[{i}]" if len(test) > 1 else "test_size": v for i, v in enumerate(test)})
-        bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
-        if bad or len(test) not in (1, 2):
-            raise TrainConfigError(f"these must be whole numbers >= 1 (test_size: one, or a (long, short) pair): "
-                                   f"{bad or {'test_size': self.test_size}}")
-        choices = {"optimizer": ("adamw", "adam"), "no_decay": ("none", "official", "norms"),
-                   "lr_schedule": ("warmup-poly", "poly-epoch"), "aug_pipeline": ("kit", "official"),
-                   "pixel_norm": ("clip", "dbnet"), "eval_protocol": ("val", "authors"),
-                   "pan_head": ("mmocr", "pan_pp")}
-        wrong = {k: getattr(self, k) for k, ok in choices.items() if getattr(self, k) not in ok}
-        if wrong:
-            raise TrainConfigError(f"unknown choice(s) {wrong}; the choices are {choices}")
-        if len(self.color_jitter) != 4 or not 0 <= self.flip_p <= 1:
-            raise TrainConfigError(f"color_jitter is (brightness, contrast, saturation, hue), flip_p in [0, 1]; got "
-                                   f"{self.color_jitter}, {self.flip_p}")
-        if not 0 < self.shot <= 1:
-            raise TrainConfigError(f"shot is a fraction of the training split in (0, 1], got {self.shot}")
-        if self.data_format is not None:
-            from .data.formats import FORMATS
-
-            if self.data_format not in FORMATS or self.data_root is None:
-                raise TrainConfigError(f"data_format names the annotation format of a real domain's data_root: "
-                                       f"one of {FORMATS}; got {self.data_format!r} with data_root "
-                                       f"{self.data_root!r}")
-        if not self.lr > 0 or self.warmup_steps < 0 or self.num_workers < 0:
-            raise TrainConfigError(f"need lr > 0, warmup_steps >= 0, num_workers >= 0; got {self.lr}, "
-                                   f"{self.warmup_steps}, {self.num_workers}")
-
-    @classmethod
-    def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
-        """smoke: seconds (CI); cpu: minutes on 2 cores; full: the paper's setting on GPUs (real data)."""
-        base = {
-            "smoke": dict(num_train=8, num_val=4, num_test=4, image_size=128, train_size=128, test_size=128,
-                          batch_size=2, steps=4, warmup_steps=1, ckpt_every=2, num_workers=0,
-                          box_thresholds=(0.3, 0.6), decoder_width=32, neck_width=32, pan_head="pan_pp",
-                          dense_attention="value", prompt_init="prior"),
-            # cpu: one run in about 10 min on 2 cores (the Plan of notebooks 02-05 uses fewer steps): 160 px crops
-            # of 320 px images at 0.8-1.2x, text drawn with its smallest font at 16 px (min_text_px); TCM on the
-            # value path with the prior init, where its score map starts from the embedded CLIP's prior instead of
-            # near chance (reports/score_map_step0.md)
-            "cpu": dict(num_train=200, num_val=50, num_test=200, image_size=320, train_size=160, test_size=320,
-                        scale_range=(1.6, 2.4), min_text_px=16.0, steps=1000, lr=2e-3, warmup_steps=50,
-                        db_prob_loss="dice", fce_cls_loss="balanced", fce_tr_reg_weight=0.5, fce_head_norm=True,
-                        neck_width=64, pan_head="pan_pp",
-                        decoder_width=64, dense_attention="value", prompt_init="prior",
-                        box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
-            # full: the official IC15 config (configs/textdet/dbnet/
-            # clip_db_r50_fpnc_prompt_gen_vis_1200e_ft_gen_ic15_adam_taiji.py and its bases); steps are set per
-            # dataset by the caller: epochs * len(train) / (batch_size * GPUs), 1200 epochs in the paper (75,000
-            # steps: 1000 images on one GPU; 9,375 on the README's 8)
-            "full": dict(clip_weights="openai", num_train=1000, num_val=200, num_test=500,
-                         image_size=640, train_size=640, test_size=(4068, 1024), batch_size=16, steps=75000,
-                         lr=1e-4, optimizer="adam", no_decay="official", lr_schedule="poly-epoch", warmup_steps=0,
-                         aug_pipeline="official", flip_p=0.5, scale_range=(0.5, 3.0), max_angle=10.0,
-                         color_jitter=(32 / 255, 0.0, 0.5, 0.0), pixel_norm="dbnet",
-                         prompt="the pixels of many arbitrary-shape text instances.",
-                         box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), ckpt_every=1000, num_workers=8),
-        }
-        if profile not in base:
-            raise TrainConfigError(f"profile must be smoke, cpu or full, got {profile!r}")
-        settings = {**base[profile], **overrides}
-        if profile == "full":
-            from .detector import HEADS, head_family
-            from .heads.db import DBPostprocess
-
-            family = head_family(settings.get("detector", cls.detector))[0]
-            settings.setdefault("neck_width", HEADS[family].paper_width)  # PAN 128
-            if family == "dbnet":  # the IC15 config's DBParamPostprocessor
-                settings.setdefault("db_postprocess", DBPostprocess(
-                    thresh=0.28, box_thresh=0.2, unclip_ratio=1.6, min_size=2, max_candidates=3000, polygon=False,
-                    contour_approx=0.001))
-        return cls(profile=profile, **settings)
-
-    def tcm_flags(self) -> dict:
-        return {k: getattr(self, k) for k in TCM_FLAGS} if self.detector.startswith("tcm-") else {}
-
-
 def run_hash(cfg: TrainConfig) -> str:
     """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
     starts from (tcm_kit.clip.clip_fingerprint) and, for a real domain, of its data folder's manifest
@@ -280,11 +76,11 @@ def split_dir(cfg: TrainConfig, split: str, progress: bool = True) -> Path:
     if cfg.domain.startswith("synth-"):
         from .data.synth import with_text_scale, write_synth_set
 
-        num = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
+        num = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}[split]
         scale = text_scale(cfg)
         text = "" if scale == 1.0 else f"-t{scale:g}"
-        out = data_dir() / cfg.domain / f"{split}-n{num}-s{cfg.image_size}{text}"
-        return write_synth_set(with_text_scale(cfg.domain, scale), num=num, size=cfg.image_size,
+        out = data_dir() / cfg.domain / f"{split}-n{num}-s{cfg.data.image_size}{text}"
+        return write_synth_set(with_text_scale(cfg.domain, scale), num=num, size=cfg.data.image_size,
                                seed=SYNTH_DATA_SEEDS[split], out=out, progress=progress)
     if cfg.data_root is None:
         raise TrainConfigError(f"domain {cfg.domain!r} is not synthetic: give data_root (a folder with train/ "
@@ -330,20 +126,20 @@ def split_dataset(cfg: TrainConfig, split: str, progress: bool = True, **options
 
     data = TextDetDataset(split_dir(cfg, split, progress), fmt=cfg.data_format, **options)
     if split in ("train", "val") and _val_from_train(cfg):
-        val, train = carve_validation(len(data), cfg.num_val)
+        val, train = carve_validation(len(data), cfg.data.num_val)
         data = data.subset(val if split == "val" else train)
     return data
 
 
 def text_scale(cfg: TrainConfig) -> float:
-    """The factor on a synthetic preset's text sizes that brings its smallest font to cfg.min_text_px pixels on an
+    """The factor on a synthetic preset's text sizes that brings its smallest font to cfg.data.min_text_px pixels on an
     image_size canvas (never below 1; 1 for real domains or min_text_px None), rounded to 2 decimals."""
-    if cfg.min_text_px is None or not cfg.domain.startswith("synth-"):
+    if cfg.data.min_text_px is None or not cfg.domain.startswith("synth-"):
         return 1.0
     from .data.synth import with_text_scale
 
-    smallest = with_text_scale(cfg.domain).font_frac[0] * cfg.image_size  # the preset (unknown names refused)
-    return round(max(1.0, cfg.min_text_px / smallest), 2)
+    smallest = with_text_scale(cfg.domain).font_frac[0] * cfg.data.image_size  # the preset (unknown names refused)
+    return round(max(1.0, cfg.data.min_text_px / smallest), 2)
 
 
 def few_shot_indices(n: int, shot: float, seed: int) -> np.ndarray:
@@ -370,24 +166,11 @@ def build_model(cfg: TrainConfig, progress: bool = True, clip=None):
     """The detector of the config, on top of a fresh copy of its CLIP (or of `clip`: e.g. a randomly
     initialised architecture for a speed benchmark)."""
     from .clip import load_clip
-    from .detector import build_detector, head_family
-    from .heads.db import DBLoss
-    from .heads.fce import FCELoss
+    from .detector import build_detector
 
     if clip is None:
         clip, _, _ = load_clip(cfg.clip_weights)
-    options = None
-    if head_family(cfg.detector)[0] == "dbnet":
-        options = {"loss": DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.db_prob_loss)}
-    elif head_family(cfg.detector)[0] == "fcenet":
-        options = {"loss": FCELoss(ohem_ratio=cfg.ohem_ratio, cls_loss=cfg.fce_cls_loss,
-                                   tr_reg_weight=cfg.fce_tr_reg_weight), "norm": cfg.fce_head_norm}
-    elif head_family(cfg.detector)[0] == "pan":
-        options = {"head": cfg.pan_head}
-    if head_family(cfg.detector)[0] == "dbnet" and cfg.db_postprocess is not None:
-        options["postprocess"] = cfg.db_postprocess
-    model = build_detector(cfg.detector, clip, neck_width=cfg.neck_width, ohem_ratio=cfg.ohem_ratio,
-                           head_options=options, **cfg.tcm_flags())
+    model = build_detector(cfg.detector, clip, head=cfg.head, tcm=cfg.tcm)
     model.pixel_norm = cfg.pixel_norm
     if cfg.pixel_norm != "clip":
         # the kit's tensors are CLIP-normalised (tcm_kit.data.transforms.to_tensor): the detector converts its
@@ -406,8 +189,9 @@ def train_augmentation(cfg: TrainConfig):
     """The training transforms of a config (tcm_kit.data.transforms.train_transforms)."""
     from .data.transforms import train_transforms
 
-    return train_transforms(cfg.train_size, tuple(cfg.scale_range), cfg.max_angle, cfg.flip_p,
-                            pipeline=cfg.aug_pipeline, color_jitter=tuple(cfg.color_jitter))
+    a = cfg.aug
+    return train_transforms(a.train_size, tuple(a.scale_range), a.max_angle, a.flip_p, pipeline=a.pipeline,
+                            color_jitter=tuple(a.color_jitter))
 
 
 def no_decay_parameters(model, mode: str) -> set[int]:
@@ -435,48 +219,49 @@ def no_decay_parameters(model, mode: str) -> set[int]:
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """The pre-trained image encoder at backbone_lr_mult x lr (authors' code: 0.1), everything else trainable at
     lr; frozen parts (the text encoder) excluded. dbnet-scratch has no prior to preserve: all at lr. With
-    cfg.no_decay other than "none" each of the two is split into a group with weight_decay and one without
+    cfg.optim.no_decay other than "none" each of the two is split into a group with weight_decay and one without
     (no_decay_parameters)."""
-    mult = 1.0 if cfg.detector.endswith("-scratch") else cfg.backbone_lr_mult
+    mult = 1.0 if cfg.detector.endswith("-scratch") else cfg.optim.backbone_lr_mult
     encoder = {id(p) for p in model.backbone.image_encoder().parameters()}
     enc = [p for p in model.parameters() if p.requires_grad and id(p) in encoder]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
-    free = no_decay_parameters(model, cfg.no_decay)
+    free = no_decay_parameters(model, cfg.optim.no_decay)
     if not free:
-        return [{"params": enc, "lr": cfg.lr * mult}, {"params": rest, "lr": cfg.lr}]
+        return [{"params": enc, "lr": cfg.optim.lr * mult}, {"params": rest, "lr": cfg.optim.lr}]
     groups = []
-    for params, lr in ((enc, cfg.lr * mult), (rest, cfg.lr)):
-        groups.append({"params": [p for p in params if id(p) not in free], "lr": lr, "weight_decay": cfg.weight_decay})
+    for params, lr in ((enc, cfg.optim.lr * mult), (rest, cfg.optim.lr)):
+        groups.append({"params": [p for p in params if id(p) not in free], "lr": lr,
+                       "weight_decay": cfg.optim.weight_decay})
         groups.append({"params": [p for p in params if id(p) in free], "lr": lr, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled decay) or Adam (L2 decay in the gradient, the official IC15 optimiser) on param_groups."""
-    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
-    return cls(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optim.optimizer]
+    return cls(param_groups(model, cfg), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """lr_schedule "warmup-poly": linear warm-up, then poly decay (power 0.9) towards min_lr."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return max((1 - min(t, 1.0)) ** cfg.poly_power, cfg.min_lr / cfg.lr)
+    if step < cfg.optim.warmup_steps:
+        return (step + 1) / cfg.optim.warmup_steps
+    t = (step - cfg.optim.warmup_steps) / max(1, cfg.optim.steps - cfg.optim.warmup_steps)
+    return max((1 - min(t, 1.0)) ** cfg.optim.poly_power, cfg.optim.min_lr / cfg.optim.lr)
 
 
 def epoch_poly_lr(step: int, base_lr: float, cfg: TrainConfig, steps_per_epoch: int) -> float:
     """lr_schedule "poly-epoch", mmcv's PolyLrUpdaterHook(by_epoch=True): the learning rate of a group whose
     initial rate is base_lr during step `step`: (base_lr - min_lr) * (1 - epoch / epochs)^power + min_lr, epoch =
     step // steps_per_epoch, epochs = ceil(steps / steps_per_epoch); no warm-up."""
-    epochs = math.ceil(cfg.steps / steps_per_epoch)
-    coeff = (1 - min(step // steps_per_epoch, epochs) / epochs) ** cfg.poly_power
-    return (base_lr - cfg.min_lr) * coeff + cfg.min_lr
+    epochs = math.ceil(cfg.optim.steps / steps_per_epoch)
+    coeff = (1 - min(step // steps_per_epoch, epochs) / epochs) ** cfg.optim.poly_power
+    return (base_lr - cfg.optim.min_lr) * coeff + cfg.optim.min_lr
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """LambdaLR over the optimiser's groups for cfg.lr_schedule (its lambdas are functions: not in its state)."""
-    if cfg.lr_schedule == "warmup-poly":
+    """LambdaLR over the optimiser's groups for cfg.optim.lr_schedule (its lambdas are functions: not in its state)."""
+    if cfg.optim.lr_schedule == "warmup-poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
 
     def group_factor(base_lr):
@@ -581,9 +366,9 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
         return {}
     result = evaluate_run(model, cfg, progress=progress, device=device)
     result.update(config_hash=run_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
-                  seed=cfg.seed, profile=cfg.profile, steps=cfg.steps, train_images=n_train,
+                  seed=cfg.seed, profile=cfg.profile, steps=cfg.optim.steps, train_images=n_train,
                   train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
-    if cfg.eval_protocol == "authors":  # beside the kit's figure, never in its place
+    if cfg.evaluation.protocol == "authors":  # beside the kit's figure, never in its place
         result["authors_protocol"] = json.loads((out_dir / "authors_protocol.json").read_text())
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -611,16 +396,16 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if rank == 0:
         split_dir(cfg, "train", progress)  # generate once, before the other ranks read it
         for split in ("val", "test"):  # a missing or unreadable split fails now, not after the training
-            split_dataset(cfg, split, progress, size=cfg.test_size, train=False)
+            split_dataset(cfg, split, progress, size=cfg.evaluation.test_size, train=False)
     if world > 1:
         dist.barrier()
 
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
-    data = split_dataset(cfg, "train", progress=False, size=cfg.train_size, train=True, seed=cfg.seed,
-                         targets=model.target_fn(), scale_range=tuple(cfg.scale_range), aug=train_augmentation(cfg))
+    data = split_dataset(cfg, "train", progress=False, size=cfg.aug.train_size, train=True, seed=cfg.seed,
+                         targets=model.target_fn(), aug=train_augmentation(cfg))
     data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))
-    global_batch = cfg.batch_size * world  # batch_size per rank, as the official samples_per_gpu
+    global_batch = cfg.optim.batch_size * world  # batch_size per rank, as the official samples_per_gpu
     steps_per_epoch = max(1, len(data) // global_batch)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
@@ -636,17 +421,17 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     log_path = out_dir / "log.csv"
-    share = cfg.batch_size
-    authors = AuthorsProtocol(out_dir, cfg, steps_per_epoch) if cfg.eval_protocol == "authors" else None
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
+    share = cfg.optim.batch_size
+    authors = AuthorsProtocol(out_dir, cfg, steps_per_epoch) if cfg.evaluation.protocol == "authors" else None
+    bar = tqdm(total=cfg.optim.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
     amp = autocast(device)
     model.train()
-    while step < cfg.steps:
+    while step < cfg.optim.steps:
         epoch, first = divmod(step, steps_per_epoch)
         data.set_epoch(epoch)
         batches = epoch_batches(len(data), global_batch, cfg.seed, epoch)[first:]
-        local = [b[rank * share:(rank + 1) * share] for b in batches][: cfg.steps - step]
+        local = [b[rank * share:(rank + 1) * share] for b in batches][: cfg.optim.steps - step]
         # its own generator: creating a loader must not draw from the global RNG, or a resumed run would diverge
         loader = torch.utils.data.DataLoader(data, batch_sampler=local, collate_fn=collate,
                                              num_workers=cfg.num_workers,
@@ -660,7 +445,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
                 _append_csv(log_path, row)
             bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in row.items() if k.startswith("loss")})
             bar.update(1)
-            if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.optim.steps):
                 save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg)
             if authors is not None and authors.due(step):
                 if rank == 0:
@@ -681,19 +466,19 @@ AUTHORS_PROTOCOL = ("authors' protocol: checkpoint and box threshold picked on t
 class AuthorsProtocol:
     """The official evaluation (TrainConfig.eval_protocol="authors"), kept beside the kit's: every
     eval_every_epochs epochs (and at the last step) the test split is predicted and scored at each of
-    cfg.box_thresholds; the best (step, threshold) so far is kept in out_dir/authors_protocol.json and its
+    cfg.evaluation.box_thresholds; the best (step, threshold) so far is kept in out_dir/authors_protocol.json and its
     weights in out_dir/best_test.pt. The training RNG state is restored after each evaluation, so a run trains
     the same with either protocol."""
 
     def __init__(self, out_dir: Path, cfg: TrainConfig, steps_per_epoch: int):
         self.path, self.weights, self.cfg = out_dir / "authors_protocol.json", out_dir / "best_test.pt", cfg
-        self.every = max(1, cfg.eval_every_epochs * steps_per_epoch)
+        self.every = max(1, cfg.evaluation.every_epochs * steps_per_epoch)
         self.steps_per_epoch = steps_per_epoch
         self.state = json.loads(self.path.read_text()) if self.path.exists() else {
             "protocol": AUTHORS_PROTOCOL, "every_steps": self.every, "evaluations": [], "best": None}
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0 or step == self.cfg.steps
+        return step % self.every == 0 or step == self.cfg.optim.steps
 
     def evaluate(self, model, step: int, device: str, progress: bool) -> dict:
         rng = _rng_state()
@@ -717,12 +502,13 @@ class AuthorsProtocol:
 
 def evaluate_on_test_split(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu") -> dict:
     """One evaluation of the authors' protocol: P/R/hmean on the test split at the box threshold (among
-    cfg.box_thresholds) that is best on the test split itself (official eval_hmean: 0.3-0.9, the first best)."""
+    cfg.evaluation.box_thresholds) that is best on the test split itself (official eval_hmean: 0.3-0.9, the first
+    best)."""
     from .metrics import best_threshold_sweep
 
-    test = split_dataset(cfg, "test", progress, size=cfg.test_size, train=False)
-    preds, gts = predict_dataset(model, test, device, progress=progress, box_thresh=min(cfg.box_thresholds))
-    best = best_threshold_sweep(preds, gts, thresholds=cfg.box_thresholds)["best"]
+    test = split_dataset(cfg, "test", progress, size=cfg.evaluation.test_size, train=False)
+    preds, gts = predict_dataset(model, test, device, progress=progress, box_thresh=min(cfg.evaluation.box_thresholds))
+    best = best_threshold_sweep(preds, gts, thresholds=cfg.evaluation.box_thresholds)["best"]
     return {"precision": best["precision"], "recall": best["recall"], "hmean": best["hmean"],
             "box_thresh": best["threshold"]}
 
@@ -786,22 +572,23 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
 
     box_thresh: a threshold already picked on this run's validation split (e.g. result["box_thresh"]), so the
     validation split is not predicted again (cross-domain tests). size: the long side test images are resized to
-    (default cfg.test_size; the validation split, from the training domain, always at cfg.test_size).
+    (default cfg.evaluation.test_size; the validation split, from the training domain, always at
+    cfg.evaluation.test_size).
     test_format: the annotation format of test_root (None: detected); the run's own test split is read in
     cfg.data_format."""
     from .metrics import best_threshold_sweep, hmean_iou
 
-    lo = min(cfg.box_thresholds)
+    lo = min(cfg.evaluation.box_thresholds)
     if box_thresh is None:
-        val = split_dataset(cfg, "val", progress, size=cfg.test_size, train=False)
+        val = split_dataset(cfg, "val", progress, size=cfg.evaluation.test_size, train=False)
         val_preds, val_gts = predict_dataset(model, val, device, progress=progress, box_thresh=lo)
-        sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.box_thresholds)
+        sweep = best_threshold_sweep(val_preds, val_gts, thresholds=cfg.evaluation.box_thresholds)
         best, val_hmean = float(sweep["best"]["threshold"]), float(sweep["best"]["hmean"])
     else:
         best, val_hmean = float(box_thresh), None
     if test_root is None:
         test_root, test_format = split_dir(cfg, "test", progress), cfg.data_format
-    size = size or cfg.test_size
+    size = size or cfg.evaluation.test_size
     preds, gts = predict_folder(model, test_root, size, device, progress=progress, fmt=test_format, box_thresh=lo)
     kept = [[p for p, s in img if s >= best] for img in preds]
     m = hmean_iou(kept, gts)
@@ -822,20 +609,11 @@ def run_config(run_dir) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}:{e.lineno}: not valid JSON ({e.msg}); the run's config is damaged") \
             from None
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise CheckpointError(f"{cfg_path}: written by another version of tcm-kit (fields {unknown} are gone); "
-                              "train the run again")
-    fields["box_thresholds"] = tuple(fields["box_thresholds"])
-    fields["scale_range"] = tuple(fields.get("scale_range", (0.5, 2.0)))
-    for k in ("color_jitter", "test_size"):
-        if isinstance(fields.get(k), list):
-            fields[k] = tuple(fields[k])
-    if isinstance(fields.get("db_postprocess"), dict):
-        from .heads.db import DBPostprocess
-
-        fields["db_postprocess"] = DBPostprocess(**fields["db_postprocess"])
-    return TrainConfig(**fields)
+    try:
+        return TrainConfig.from_dict(fields)
+    except (TypeError, TrainConfigError) as e:
+        raise CheckpointError(f"{cfg_path}: written by another version of tcm-kit ({e}); train the run "
+                              "again") from None
 
 
 def load_run(run_dir, device: str = "cpu"):
@@ -852,7 +630,7 @@ def load_run(run_dir, device: str = "cpu"):
     if not done.exists():
         import warnings
 
-        warnings.warn(f"{run_dir} is unfinished: its checkpoint is at step {ck['step']} of {cfg.steps} "
+        warnings.warn(f"{run_dir} is unfinished: its checkpoint is at step {ck['step']} of {cfg.optim.steps} "
                       "(run `tcm-kit train` with the same arguments to finish it)", stacklevel=2)
     return model.to(device).eval(), cfg, (json.loads(done.read_text()) if done.exists() else None)
 
@@ -890,7 +668,8 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
     model, cfg, result = load_run(run_dir, device)
-    box_thresh = result["box_thresh"] if result else cfg.box_thresholds[len(cfg.box_thresholds) // 2]
+    thresholds = cfg.evaluation.box_thresholds
+    box_thresh = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
     out_dir = Path(out_dir)
     paths = [Path(p) for p in images]
     names = output_names(paths)
@@ -906,7 +685,7 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
         except CorruptImageError as e:
             yield None, str(e)
             continue
-        small, _, scale = resize_to_scale(image, [], size or cfg.test_size)
+        small, _, scale = resize_to_scale(image, [], size or cfg.evaluation.test_size)
         x = to_tensor(pad_to_multiple(small, 32))[None].to(device)
         dets = model.predict(x, scale=1.0 / scale, box_thresh=box_thresh)[0]
         canvas = image.copy()
@@ -929,11 +708,3 @@ def exit_process(rc: int | None = 0) -> None:
         sys.stderr.flush()
         os._exit(rc or 0)
     sys.exit(rc)
-
-
-if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m tcm_kit.train --detector ... --out DIR`
-    import sys
-
-    from .cli import main
-
-    exit_process(main(["train", *sys.argv[1:]]))

@@ -72,7 +72,7 @@ def test_a_refused_resume_keeps_the_config_of_the_run_there(tmp_path, monkeypatc
         T.train(TrainConfig.for_profile("smoke", seed=1), out, progress=False)
     assert (out / "config.json").read_text() == kept and (out / "last.pt").read_bytes() == ckpt
     assert json.loads(kept)["seed"] == 0
-    assert T.train(cfg, out, progress=False)["steps"] == cfg.steps  # the original run still finishes
+    assert T.train(cfg, out, progress=False)["steps"] == cfg.optim.steps  # the original run still finishes
 
 
 def test_an_icdar2015_line_with_more_than_four_points_is_refused_by_file_and_line(tmp_path):
@@ -140,7 +140,7 @@ def test_an_unfinished_run_is_said_with_its_step(tmp_path, monkeypatch):
     out = tmp_path / "r"
     monkeypatch.setattr(T, "evaluate_run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        T.train(TrainConfig.for_profile("smoke", steps=2, ckpt_every=1), out, progress=False)
+        T.train(TrainConfig.for_profile("smoke", optim=dict(steps=2), ckpt_every=1), out, progress=False)
     monkeypatch.undo()
     with pytest.warns(UserWarning, match="step 2 of 2"):
         T.load_run(out)
@@ -277,7 +277,7 @@ def test_every_path_sees_a_rotated_photo_as_displayed(tmp_path, finished_run):
     inspection helpers and the image sizes written to MMOCR JSON."""
     import json as _json
 
-    from tcm_kit import inspect as ins
+    from tcm_kit import inspection as ins
     from tcm_kit.data.formats import Instance, write_icdar2015, write_mmocr_json
     from tcm_kit.data.transforms import Compose, TextDetDataset
 

@@ -61,4 +61,5 @@ def test_inference_variants_build_the_tcm_option_they_name(variant, monkeypatch)
     monkeypatch.setattr(det, "build_detector", lambda *a, **k: built.append(k) or real(*a, **k))
     row = inference.measure(variant, "TCM-RN-tiny", 64, 1, 1, "cpu", 1, amp="fp32")
     assert row["detector"] == variant and row["median_ms"] > 0
-    assert {k: built[0][k] for k in inference.VARIANTS[variant][1]} == inference.VARIANTS[variant][1]
+    options = inference.VARIANTS[variant][1]
+    assert {k: getattr(built[0]["tcm"], k) for k in options} == options

@@ -1,7 +1,6 @@
 """tcm_kit.clip: model registry, checkpoint loading (RN50 layouts, strictness, errors), dense features, text path."""
 import warnings
 
-import numpy as np
 import open_clip
 import pytest
 import torch

@@ -7,10 +7,14 @@ from shapely.geometry import Polygon
 
 from tcm_kit.data.targets import fill_polygons, shrink_polygon
 from tcm_kit.data.formats import Instance
-from tcm_kit.data.targets import db_targets
-from tcm_kit.detector import DETECTORS, build_detector, head_family
-from tcm_kit.heads.db import DBHead, DBLoss, DBNeck, DBPostprocess, DBTargets, DetectorError, db_postprocess
+from tcm_kit.data.targets import db_targets, shrink_targets
+from tcm_kit.detector import DETECTORS, HEADS, build_detector, head_family
+from tcm_kit.heads.db import (DBConfig, DBHead, DBLoss, DBNeck, DBPostprocess, DBTargets, DetectorError,
+                              db_postprocess)
+from tcm_kit.heads.fce import FCELoss
+from tcm_kit.heads.pan import PANConfig, PANLoss
 from tcm_kit.losses import LossInputError, balanced_bce_ohem, dice_loss, masked_l1
+from tcm_kit.tcm import TCMConfig
 
 from tiny import images, targets, tiny_clip  # noqa: E402
 
@@ -84,9 +88,10 @@ def test_class_balanced_bce_without_mining_weighs_every_negative():
 def test_ohem_ratio_reaches_the_head_loss_and_the_aux_loss(family):
     clip = tiny_clip()
     for ratio in (3.0, None):
-        det = build_detector(f"tcm-{family}", clip, neck_width=16, decoder_width=16, ohem_ratio=ratio)
-        assert det.head.criterion.ohem_ratio == ratio and det.backbone.ohem_ratio == ratio
-        assert isinstance(det.head.criterion, det.head.loss_class)
+        det = build_detector(f"tcm-{family}", clip, head=HEADS[family].Config(width=16, ohem_ratio=ratio),
+                             tcm=TCMConfig(decoder_width=16, ohem_ratio=ratio))
+        assert det.head.criterion.ohem_ratio == ratio and det.backbone.cfg.ohem_ratio == ratio
+        assert isinstance(det.head.criterion, {"dbnet": DBLoss, "pan": PANLoss, "fcenet": FCELoss}[family])
 
 
 def test_dice_and_masked_l1():
@@ -123,13 +128,14 @@ def test_db_prob_loss_dice_option():
 
 
 def test_train_config_picks_the_db_prob_loss():
-    from tcm_kit.train import TrainConfig, build_model
+    from tcm_kit.config import TrainConfig
+    from tcm_kit.train import build_model
     for det in ("dbnet", "tcm-dbnet"):
         for choice in ("bce", "dice"):
-            cfg = TrainConfig.for_profile("smoke", detector=det, db_prob_loss=choice)
+            cfg = TrainConfig.for_profile("smoke", detector=det, head=dict(prob_loss=choice))
             assert build_model(cfg, progress=False).head.criterion.prob_loss == choice
-    assert TrainConfig.for_profile("cpu").db_prob_loss == "dice"
-    assert TrainConfig.for_profile("full").db_prob_loss == "bce"  # the TCM authors' setting
+    assert TrainConfig.for_profile("cpu").head.prob_loss == "dice"
+    assert TrainConfig.for_profile("full").head.prob_loss == "bce"  # the TCM authors' setting
 
 
 # ------------------------------------------------------------------------------------------------ post-processing
@@ -187,7 +193,9 @@ def test_detector_outputs_and_predict():
     with pytest.raises(DetectorError):
         build_detector("yolo", clip)
     with pytest.raises(DetectorError):
-        build_detector("dbnet", clip, visual_prompt=False)
+        build_detector("dbnet", clip, tcm=TCMConfig(visual_prompt=False))  # no TCM options without TCM
+    with pytest.raises(DetectorError):
+        build_detector("tcm-dbnet", clip, head=PANConfig())  # another family's head options
 
 
 def test_tcm_dbnet_loss_falls_on_a_tiny_batch():
@@ -220,3 +228,22 @@ def test_detector_names_and_targets():
     inst = [Instance(np.array([[4, 4], [40, 4], [40, 20], [4, 20]], np.float32), "x", False)]
     got, want = fn(inst, 32, 48), db_targets(inst, 32, 48)
     assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_tcm_dbnet_targets_share_the_shrink_map_of_the_aux_loss():
+    """tcm-dbnet: TCM's auxiliary loss reads DBNet's "prob"/"prob_mask", which must be exactly TCM's own shrink
+    map (tcm_kit.data.targets.shrink_targets), and no second copy of it is added."""
+    det = build_detector("tcm-dbnet", tiny_clip(), head=DBConfig(width=16), tcm=TCMConfig(decoder_width=16))
+    fn = det.target_fn()
+    inst = [Instance(np.array([[4, 4], [60, 8], [58, 30], [6, 26]], np.float32), "x", False),
+            Instance(cv2.boxPoints(((64, 44), (40, 14), 20)).astype(np.float32), "y", False),
+            Instance(np.array([[70, 4], [90, 4], [90, 20], [70, 20]], np.float32), "###", True),  # don't care
+            Instance(np.array([[10, 50], [30, 50], [30, 54], [10, 54]], np.float32), "z", False)]  # < min_size
+    h, w = 64, 96
+    got, ref = fn(inst, h, w), shrink_targets(inst, h, w)
+    assert set(got) == set(db_targets(inst, h, w))  # DBNet's maps, nothing added on top
+    assert got["prob"].sum() > 0 and (got["prob_mask"] == 0).any()  # a non-trivial map and mask
+    for k in ("prob", "prob_mask"):
+        assert got[k].dtype == ref[k].dtype == np.float32 and got[k].shape == (h, w)
+        np.testing.assert_array_equal(got[k], ref[k])
+        np.testing.assert_array_equal(got[k], det.backbone.target_fn()(inst, h, w)[k])

@@ -3,7 +3,6 @@
 `tcm_kit.train.train` (and the model loading of cross-evaluation) is replaced by fakes returning fixed numbers:
 the tables' plumbing is the point here, real training is covered by test_train.py and the notebooks under nbval.
 """
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -39,7 +38,7 @@ def fake_train(tmp_path, monkeypatch):
         out.mkdir(parents=True, exist_ok=True)
         h = fake_hmean(cfg)
         res = {"precision": h, "recall": h, "hmean": h, "box_thresh": 0.5, "config_hash": run_hash(cfg),
-               "detector": cfg.detector, "train_images": max(1, math.ceil(cfg.shot * cfg.num_train))}
+               "detector": cfg.detector, "train_images": max(1, math.ceil(cfg.shot * cfg.data.num_train))}
         (out / "result.json").write_text(json.dumps(res))
         return res
 
@@ -73,15 +72,15 @@ def test_plans_budget_flows_into_every_config_and_bad_fields_are_refused():
     plan = ex.Plan.for_profile("cpu", steps=37, image_size=256, train_size=128, scale_range=(1.0, 1.5),
                                min_text_px=12.0, main_whole_images=False)  # whole images: see the next tests
     cfgs = [c for cs in ex.notebook_configs(plan).values() for c in cs]
-    assert {c.steps for c in cfgs} == {37} and {c.train_size for c in cfgs} == {plan.train_size}
-    assert {c.image_size for c in cfgs} == {c.test_size for c in cfgs} == {plan.image_size}
-    assert {c.scale_range for c in cfgs} == {plan.scale_range} and {c.min_text_px for c in cfgs} == {12.0}
-    assert all(c.warmup_steps <= 37 and c.ckpt_every <= 37 for c in cfgs)
-    # budget fields left None keep TrainConfig's profile values
-    base, c = T.TrainConfig.for_profile("cpu"), ex.Plan.for_profile("cpu").config()
-    assert (c.image_size, c.train_size, c.scale_range, c.min_text_px) == \
-        (base.image_size, base.train_size, base.scale_range, base.min_text_px)
-    assert ex.Plan.for_profile("smoke").config().steps == T.TrainConfig.for_profile("smoke").steps
+    assert {c.optim.steps for c in cfgs} == {37} and {c.aug.train_size for c in cfgs} == {plan.train_size}
+    assert {c.data.image_size for c in cfgs} == {c.evaluation.test_size for c in cfgs} == {plan.image_size}
+    assert {c.aug.scale_range for c in cfgs} == {plan.scale_range} and {c.data.min_text_px for c in cfgs} == {12.0}
+    assert all(c.optim.warmup_steps <= 37 and c.ckpt_every <= 37 for c in cfgs)
+    # budget fields left None keep the values of the Plan's TrainConfig profile (cpu: "cpu-plan")
+    base, c = T.TrainConfig.for_profile("cpu-plan"), ex.Plan.for_profile("cpu").config()
+    assert c.profile == "cpu-plan" and (c.data, c.aug, c.optim) == (base.data, base.aug, base.optim)
+    assert (c.optim.steps, c.optim.batch_size) == (400, 4) and T.TrainConfig.for_profile("cpu").optim.steps == 1000
+    assert ex.Plan.for_profile("smoke").config().optim.steps == T.TrainConfig.for_profile("smoke").optim.steps
     with pytest.raises(ex.ExperimentError, match="unknown Plan fields"):
         ex.Plan.for_profile("cpu", step=10)
     with pytest.raises(ex.ExperimentError, match="profile"):
@@ -122,14 +121,14 @@ def test_main_table_on_whole_images_keeps_pixels_per_step_and_text_scale():
     cpu = ex.Plan.for_profile("cpu")
     assert cpu.main_whole_images
     crop, whole = cpu.config("fcenet", "synth-total", 1), cpu.main_config("fcenet", "synth-total", 1)
-    assert (crop.train_size, crop.batch_size) == (160, 4) and (whole.train_size, whole.batch_size) == (320, 1)
-    assert whole.train_size ** 2 * whole.batch_size == crop.train_size ** 2 * crop.batch_size
+    cs, ws = crop.aug.train_size, whole.aug.train_size
+    assert (cs, crop.optim.batch_size) == (160, 4) and (ws, whole.optim.batch_size) == (320, 1)
+    assert ws ** 2 * whole.optim.batch_size == cs ** 2 * crop.optim.batch_size
     # RandomScale is relative to the crop side: the text is drawn at the same size relative to the test image
-    assert [s * whole.train_size for s in whole.scale_range] == pytest.approx(
-        [s * crop.train_size for s in crop.scale_range])
-    assert dataclasses.replace(whole, train_size=crop.train_size, batch_size=crop.batch_size,
-                               scale_range=crop.scale_range) == crop  # nothing else differs
-    assert {c.train_size for c in ex.detector_configs(cpu)} == {320}
+    assert [s * ws for s in whole.aug.scale_range] == pytest.approx([s * cs for s in crop.aug.scale_range])
+    assert whole.updated(aug=dict(train_size=cs, scale_range=crop.aug.scale_range),
+                         optim=dict(batch_size=crop.optim.batch_size)) == crop  # nothing else differs
+    assert {c.aug.train_size for c in ex.detector_configs(cpu)} == {320}
     off = ex.Plan.for_profile("cpu", main_whole_images=False)
     assert off.main_config("dbnet", "synth-total") == off.config("dbnet", "synth-total")
     smoke = ex.Plan.for_profile("smoke", main_whole_images=True)  # crops already whole: unchanged

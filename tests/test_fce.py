@@ -8,12 +8,13 @@ import torch
 from shapely.geometry import Polygon
 
 from tcm_kit.data.formats import Instance
-from tcm_kit.detector import Detector
+from tcm_kit.data.targets import shrink_targets
+from tcm_kit.detector import Detector, build_detector
 from tcm_kit.heads.base import DetectorError
-from tcm_kit.heads.fce import (STRIDES, FCEHead, FCELoss, FCENeck, FCENet, FCEPostprocess, FCETargets,
+from tcm_kit.heads.fce import (STRIDES, FCEConfig, FCEHead, FCELoss, FCENeck, FCENet, FCEPostprocess, FCETargets,
                                assign_levels, fce_postprocess, fourier_coefficients, fourier_to_polygon,
                                polygon_nms, resample_contour)
-from tcm_kit.tcm import TCM, Backbone
+from tcm_kit.tcm import TCM, Backbone, TCMConfig
 
 from tiny import tiny_clip  # noqa: E402
 
@@ -35,6 +36,13 @@ def arc(cx, cy, r_in, r_out, a0=0.85 * np.pi, a1=0.15 * np.pi, n=7):
 
 QUAD = np.array([[20, 30], [100, 30], [100, 60], [20, 60]], np.float32)
 CURVE = arc(64, 100, 40, 60)
+
+
+@pytest.fixture(scope="module")
+def tcm_targets():
+    """The target function of a (tiny) tcm-fcenet detector: FCENet's maps + TCM's shrink map."""
+    det = build_detector("tcm-fcenet", tiny_clip(), head=FCEConfig(width=8), tcm=TCMConfig(decoder_width=16))
+    return det.target_fn()
 
 
 def perfect_maps(t):
@@ -73,13 +81,16 @@ def test_contour_is_canonical():
 # ------------------------------------------------------------------------------------------------ targets
 
 @pytest.mark.parametrize("poly", [QUAD, CURVE], ids=["quad", "curve"])
-def test_targets_decode_back_to_the_polygon(poly):
+def test_targets_decode_back_to_the_polygon(poly, tcm_targets):
     t = FCETargets()([Instance(poly, "w", False)], 128, 128)
     for s in STRIDES:
         assert t[f"tr_{s}"].shape == (128 // s, 128 // s) and t[f"reg_{s}"].shape == (22, 128 // s, 128 // s)
         assert np.all(t[f"tcl_{s}"] <= t[f"tr_{s}"])  # centre region inside the text region
     assert sum(t[f"tcl_{s}"].sum() for s in STRIDES) > 0
-    assert t["prob"].shape == t["prob_mask"].shape == (128, 128) and t["prob"].sum() > 0
+    assert not {"prob", "prob_mask"} & set(t)  # TCM's shrink map is not the head's: a tcm-fcenet adds it
+    d = tcm_targets([Instance(poly, "w", False)], 128, 128)
+    assert set(d) == set(t) | {"prob", "prob_mask"} and all(np.array_equal(d[k], t[k]) for k in t)
+    assert d["prob"].shape == d["prob_mask"].shape == (128, 128) and d["prob"].sum() > 0
     dets = fce_postprocess(perfect_maps(t))
     assert len(dets) == 1
     pred, score = dets[0]
@@ -111,7 +122,7 @@ def test_level_assignment_by_relative_size():
     assert tr32[10:15, 1:19].sum() > 0 and tr32[:5, :8].sum() == 0  # the big word only
 
 
-def test_dont_care_and_tiny_instances_are_masked():
+def test_dont_care_and_tiny_instances_are_masked(tcm_targets):
     care = Instance(QUAD, "w", False)
     dont = Instance(np.array([[20, 80], [100, 80], [100, 110], [20, 110]], np.float32), "###", True)
     tiny = Instance(np.array([[110, 5], [125, 5], [125, 9], [110, 9]], np.float32), "i", False)  # 4 px tall
@@ -122,7 +133,10 @@ def test_dont_care_and_tiny_instances_are_masked():
         assert (m[r, c] == 0 and tr[r, c] == 0) if s < 32 else m.min() == 0
         assert m[0].max() == 1  # above `dont` nothing is masked (except the tiny word)
     assert t["mask_8"][:2, 13:16].min() == 0  # the tiny word
-    assert t["prob_mask"][90, 50] == 0 and t["prob_mask"][7, 117] == 0 and t["prob"][90, 50] == 0
+    d = tcm_targets([care, dont, tiny], 128, 128)  # with TCM's shrink map (the aux loss's target)
+    assert d["prob_mask"][90, 50] == 0 and d["prob_mask"][7, 117] == 0 and d["prob"][90, 50] == 0
+    want = shrink_targets([care, dont, tiny], 128, 128)
+    assert all(np.array_equal(d[k], want[k]) for k in ("prob", "prob_mask"))
     assert t["tr_16"].sum() > 0  # the care word is still a positive
     # the ignored word never reaches the decoder
     dets = fce_postprocess(perfect_maps(FCETargets()([dont], 128, 128)), box_thresh=0.0)
@@ -158,9 +172,9 @@ def _words(i):
     return [Instance(small, "a", False), Instance(big, "b", False)]
 
 
-def _batch(size=128):
-    """Two 128x128 images with two words each, FCE targets stacked (B, ...)."""
-    maps = [FCETargets()(_words(i), size, size) for i in range(2)]
+def _batch(size=128, fn=FCETargets()):
+    """Two 128x128 images with two words each, the maps of `fn` (default FCENet's targets) stacked (B, ...)."""
+    maps = [fn(_words(i), size, size) for i in range(2)]
     return {k: torch.from_numpy(np.stack([m[k] for m in maps])) for k in maps[0]}
 
 
@@ -177,14 +191,15 @@ def test_loss_parts_weights_and_perfect_regression():
     exact = dict(out, **{f"reg_{s}": b[f"reg_{s}"] for s in STRIDES})
     assert head.loss(exact, b)["loss_reg"].item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(DetectorError, match="missing"):
-        head.loss(out, {"prob": b["prob"]})
+        head.loss(out, {"mask_8": b["mask_8"]})
     with pytest.raises(DetectorError, match="do not match"):
         head.loss(out, dict(b, tr_8=b["tr_8"][:, :-1]))
 
 
 def test_balanced_classification_option_and_train_config():
+    from tcm_kit.config import TrainConfig
     from tcm_kit.losses import balanced_bce_ohem
-    from tcm_kit.train import TrainConfig, build_model
+    from tcm_kit.train import build_model
     torch.manual_seed(0)
     b = _batch()
     feats = [torch.randn(2, c, 128 // s, 128 // s) for c, s in zip((8, 16, 32, 65), (4, 8, 16, 32))]
@@ -209,17 +224,19 @@ def test_balanced_classification_option_and_train_config():
         FCELoss(cls_loss="dice")
     for det in ("fcenet", "tcm-fcenet"):
         for choice in ("ce", "balanced"):
-            cfg = TrainConfig.for_profile("smoke", detector=det, fce_cls_loss=choice)
+            cfg = TrainConfig.for_profile("smoke", detector=det, head=dict(cls_loss=choice))
             assert build_model(cfg, progress=False).head.criterion.cls_loss == choice
-    cfg = TrainConfig.for_profile("smoke", detector="fcenet", fce_tr_reg_weight=0.25)
+    cfg = TrainConfig.for_profile("smoke", detector="fcenet", head=dict(tr_reg_weight=0.25))
     assert build_model(cfg, progress=False).head.criterion.tr_reg_weight == 0.25
-    full, cpu = TrainConfig.for_profile("full"), TrainConfig.for_profile("cpu")
-    assert (full.fce_cls_loss, full.fce_tr_reg_weight) == ("ce", 0.0)  # the FCENet paper's setting
-    assert (cpu.fce_cls_loss, cpu.fce_tr_reg_weight) == ("balanced", 0.5)
+    for det in ("fcenet", "tcm-fcenet"):
+        full, cpu = (TrainConfig.for_profile(p, detector=det).head for p in ("full", "cpu"))
+        assert (full.cls_loss, full.tr_reg_weight) == ("ce", 0.0)  # the FCENet paper's setting
+        assert (cpu.cls_loss, cpu.tr_reg_weight) == ("balanced", 0.5)
 
 
 def test_head_groupnorm_option_and_train_config():
-    from tcm_kit.train import TrainConfig, build_model
+    from tcm_kit.config import TrainConfig
+    from tcm_kit.train import build_model
     head = FCEHead(width=16, fourier_degree=5, num_convs=2, norm=True)
     for branch in (head.cls, head.reg):
         kinds = [type(m).__name__ for m in branch]
@@ -232,16 +249,17 @@ def test_head_groupnorm_option_and_train_config():
         hidden = head.cls[:3](x)
     assert 0.2 < (hidden > 0).float().mean() < 0.8
     for norm in (False, True):
-        cfg = TrainConfig.for_profile("smoke", detector="tcm-fcenet", fce_head_norm=norm)
+        cfg = TrainConfig.for_profile("smoke", detector="tcm-fcenet", head=dict(norm=norm))
         model = build_model(cfg, progress=False)
         assert any(isinstance(m, torch.nn.GroupNorm) for m in model.head.maps.modules()) == norm
-    assert TrainConfig.for_profile("full").fce_head_norm is False  # the FCENet paper's head
+    assert TrainConfig.for_profile("full", detector="fcenet").head.norm is False  # the FCENet paper's head
 
 
 def test_fcenet_loss_falls_on_a_tiny_batch():
     b = _batch()
+    prob = _batch(fn=shrink_targets)["prob"]  # the words' shrunk regions are drawn brighter
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 128, 128, generator=g) * 0.3 + 1.5 * (b["prob"] > 0)[:, None].float()
+    x = torch.randn(2, 3, 128, 128, generator=g) * 0.3 + 1.5 * (prob > 0)[:, None].float()
     clip = tiny_clip()
     torch.manual_seed(0)
     backbone = Backbone(clip)
@@ -268,7 +286,7 @@ def test_tcm_variant_has_score_maps_aux_loss_and_gradients():
     det = Detector(tcm, FCENet(tcm.out_channels, width=16, num_convs=1)).train()
     out = det(torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1)))
     assert out["score_logits"].shape == out["score_map"].shape == (2, 1, 4, 4)
-    parts = det.loss(out, _batch())
+    parts = det.loss(out, _batch(fn=det.target_fn()))  # FCENet's maps + TCM's shrink map
     assert {"loss", "loss_tr", "loss_tcl", "loss_reg", "loss_aux"} <= set(parts)
     torch.testing.assert_close(parts["loss"], parts["loss_tr"] + parts["loss_tcl"] + parts["loss_reg"] +
                                parts["loss_aux"])

@@ -30,25 +30,28 @@ def full(**kw):
 
 def test_full_profile_holds_the_official_ic15_settings():
     c = full()
-    assert (c.optimizer, c.lr, c.weight_decay, c.no_decay, c.backbone_lr_mult) == ("adam", 1e-4, 1e-4, "official", 0.1)
-    assert (c.lr_schedule, c.poly_power, c.min_lr, c.warmup_steps) == ("poly-epoch", 0.9, 1e-7, 0)
-    assert (c.batch_size, c.train_size) == (16, 640)
-    assert (c.aug_pipeline, c.flip_p, c.max_angle, tuple(c.scale_range)) == ("official", 0.5, 10.0, (0.5, 3.0))
-    assert c.color_jitter == pytest.approx((32 / 255, 0.0, 0.5, 0.0))
-    assert (c.pixel_norm, c.test_size) == ("dbnet", (4068, 1024))
-    assert c.prompt == "the pixels of many arbitrary-shape text instances." and c.n_ctx == 4 and c.context_decoder
-    assert c.db_postprocess == DBPostprocess(thresh=0.28, box_thresh=0.2, unclip_ratio=1.6, min_size=2,
-                                             max_candidates=3000, polygon=False, contour_approx=0.001)
-    assert c.box_thresholds == pytest.approx((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
-    assert (c.neck_width, full(detector="tcm-pan").neck_width, full(detector="pan", neck_width=64).neck_width) == \
-        (256, 128, 64)
-    assert full(detector="tcm-pan").db_postprocess is None
+    o = c.optim
+    assert (o.optimizer, o.lr, o.weight_decay, o.no_decay, o.backbone_lr_mult) == ("adam", 1e-4, 1e-4, "official", 0.1)
+    assert (o.lr_schedule, o.poly_power, o.min_lr, o.warmup_steps) == ("poly-epoch", 0.9, 1e-7, 0)
+    assert (o.batch_size, c.aug.train_size) == (16, 640)
+    assert (c.aug.pipeline, c.aug.flip_p, c.aug.max_angle, tuple(c.aug.scale_range)) == \
+        ("official", 0.5, 10.0, (0.5, 3.0))
+    assert c.aug.color_jitter == pytest.approx((32 / 255, 0.0, 0.5, 0.0))
+    assert (c.pixel_norm, c.evaluation.test_size) == ("dbnet", (4068, 1024))
+    assert c.tcm.prompt == "the pixels of many arbitrary-shape text instances." and c.tcm.n_ctx == 4
+    assert c.tcm.context_decoder
+    assert c.head.postprocess == DBPostprocess(thresh=0.28, box_thresh=0.2, unclip_ratio=1.6, min_size=2,
+                                               max_candidates=3000, polygon=False, contour_approx=0.001)
+    assert c.evaluation.box_thresholds == pytest.approx((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+    assert (c.head.width, full(detector="tcm-pan").head.width, full(detector="pan", head=dict(width=64)).head.width) \
+        == (256, 128, 64)
+    assert type(full(detector="tcm-pan").head).__name__ == "PANConfig"  # the official DB decoding is DBNet's only
     for kit in (TrainConfig.for_profile("cpu"), TrainConfig.for_profile("smoke")):  # the kit's own choices stay
-        assert (kit.optimizer, kit.no_decay, kit.lr_schedule, kit.aug_pipeline, kit.pixel_norm) == \
+        assert (kit.optim.optimizer, kit.optim.no_decay, kit.optim.lr_schedule, kit.aug.pipeline, kit.pixel_norm) == \
             ("adamw", "none", "warmup-poly", "kit", "clip")
-        assert kit.db_postprocess is None and kit.eval_protocol == "val"
+        assert kit.head.postprocess == DBPostprocess() and kit.evaluation.protocol == "val"
     with pytest.raises(T.TrainConfigError, match="unknown choice"):
-        full(optimizer="sgd")
+        full(optim=dict(optimizer="sgd"))
 
 
 def test_a_full_config_survives_its_config_json(tmp_path):
@@ -60,7 +63,7 @@ def test_a_full_config_survives_its_config_json(tmp_path):
 # ------------------------------------------------------------------------------------------------ optimiser
 
 def _full_model(**kw):
-    cfg = full(decoder_width=32, prompt="Text", **kw)  # the tiny CLIP has 16 tokens
+    cfg = full(tcm=dict(decoder_width=32, prompt="Text"), **kw)  # the tiny CLIP has 16 tokens
     return T.build_model(cfg, clip=tiny_clip()), cfg
 
 
@@ -98,7 +101,7 @@ def test_full_optimiser_is_adam_with_l2_decay_except_the_decoder_layer_norms():
 
 
 def test_no_decay_on_every_norm_layer_as_an_option():
-    model, cfg = _full_model(no_decay="norms")
+    model, cfg = _full_model(optim=dict(no_decay="norms"))
     decay = _decay_of(T.build_optimizer(model, cfg))
     norms = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
     free = {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters() if p.requires_grad}
@@ -111,19 +114,19 @@ def test_the_kit_profiles_keep_adamw_with_two_groups():
     model = T.build_model(cfg, clip=tiny_clip())
     opt = T.build_optimizer(model, cfg)
     assert type(opt) is torch.optim.AdamW and len(opt.param_groups) == 2
-    assert all(g["weight_decay"] == cfg.weight_decay for g in opt.param_groups)
+    assert all(g["weight_decay"] == cfg.optim.weight_decay for g in opt.param_groups)
 
 
 # ------------------------------------------------------------------------------------------------ schedule
 
 def test_full_schedule_is_poly_09_per_epoch_to_1e7_without_warm_up():
-    cfg = full(steps=50)
+    cfg = full(optim=dict(steps=50))
     spe, epochs = 10, 5
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
     opt = torch.optim.Adam([{"params": [params[0]], "lr": 1e-5}, {"params": [params[1]], "lr": 1e-4}], lr=1e-4)
     sched = T.build_scheduler(opt, cfg, steps_per_epoch=spe)
     seen = []
-    for _ in range(cfg.steps):
+    for _ in range(cfg.optim.steps):
         seen.append([g["lr"] for g in opt.param_groups])  # the rate step s trains with
         opt.step()
         sched.step()
@@ -131,11 +134,11 @@ def test_full_schedule_is_poly_09_per_epoch_to_1e7_without_warm_up():
         coeff = (1 - (s // spe) / epochs) ** 0.9  # mmcv PolyLrUpdaterHook, by_epoch=True
         assert lrs == pytest.approx([(b - 1e-7) * coeff + 1e-7 for b in (1e-5, 1e-4)], rel=1e-9)
     assert seen[0] == pytest.approx([1e-5, 1e-4])  # no warm-up: the first step at the base rate
-    assert all(seen[s] == seen[s - s % spe] for s in range(cfg.steps))  # constant within an epoch
+    assert all(seen[s] == seen[s - s % spe] for s in range(cfg.optim.steps))  # constant within an epoch
     assert seen[-1][1] == pytest.approx((1e-4 - 1e-7) * 0.2 ** 0.9 + 1e-7)
     assert T.epoch_poly_lr(10 ** 6, 1e-4, cfg, spe) == pytest.approx(1e-7)  # the floor
     kit = TrainConfig.for_profile("cpu")  # the kit's warm-up + per-step poly is unchanged
-    assert T.lr_factor(0, kit) == pytest.approx(1 / kit.warmup_steps)
+    assert T.lr_factor(0, kit) == pytest.approx(1 / kit.optim.warmup_steps)
 
 
 # ------------------------------------------------------------------------------------------------ DDP
@@ -152,7 +155,7 @@ DDP_SCRIPT = textwrap.dedent("""
             return real(model, forward, optimizer, batch, device, amp)
 
         T.train_step = spy
-        cfg = T.TrainConfig.for_profile("smoke", steps=2, batch_size=3)
+        cfg = T.TrainConfig.for_profile("smoke", optim=dict(steps=2, batch_size=3))
         T.fit(cfg, sys.argv[1], progress=False)
         everyone = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, seen)
@@ -274,7 +277,7 @@ def test_official_db_decoding():
     prob = np.zeros((64, 96), np.float32)
     prob[20:36, 10:70] = 0.9
     prob[5:12, 80:90] = 0.27  # below mask_thr 0.28: not text
-    dets = full().db_postprocess(prob)
+    dets = full().head.postprocess(prob)
     assert len(dets) == 1 and dets[0][0].shape == (4, 2) and dets[0][1] == pytest.approx(0.9, abs=1e-6)
     word = dets[0][0]
     w, h = word[:, 0].max() - word[:, 0].min(), word[:, 1].max() - word[:, 1].min()
@@ -287,8 +290,8 @@ def test_official_db_decoding():
 # ------------------------------------------------------------------------------------------------ protocol
 
 def test_authors_protocol_is_reported_beside_the_kits_and_trains_the_same(tmp_path):
-    kit = TrainConfig.for_profile("smoke", batch_size=4, steps=4)
-    authors = TrainConfig.for_profile("smoke", batch_size=4, steps=4, eval_protocol="authors", eval_every_epochs=1)
+    kit = TrainConfig.for_profile("smoke", optim=dict(batch_size=4, steps=4))
+    authors = kit.updated(evaluation=dict(protocol="authors", every_epochs=1))
     res_kit = T.train(kit, tmp_path / "kit", progress=False)
     res = T.train(authors, tmp_path / "authors", progress=False)
     a = torch.load(tmp_path / "kit" / "last.pt", weights_only=False)["model"]
@@ -299,7 +302,7 @@ def test_authors_protocol_is_reported_beside_the_kits_and_trains_the_same(tmp_pa
     assert "test split" in ap["protocol"] and ap["every_steps"] == 2  # 8 images / 4 per step = 2 steps per epoch
     assert [e["step"] for e in ap["evaluations"]] == [2, 4]
     assert ap["best"]["hmean"] == max(e["hmean"] for e in ap["evaluations"])
-    assert all(e["box_thresh"] in authors.box_thresholds for e in ap["evaluations"])
+    assert all(e["box_thresh"] in authors.evaluation.box_thresholds for e in ap["evaluations"])
     assert (tmp_path / "authors" / "best_test.pt").exists()
     assert {k: res[k] for k in ("precision", "recall", "hmean", "box_thresh")} == \
         {k: res_kit[k] for k in ("precision", "recall", "hmean", "box_thresh")}  # the kit's figure unchanged

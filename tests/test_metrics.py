@@ -1,5 +1,4 @@
 """Tests of tcm_kit.metrics: the ICDAR 2015 hmean-IoU rules, case by case, numbers worked by hand."""
-import math
 
 import numpy as np
 import pytest

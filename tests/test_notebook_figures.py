@@ -1,7 +1,6 @@
 """Every figure a notebook shows is an image in the executed copy (issue 22, item 15): a bare matplotlib Figure
 made without pyplot used to display as the text '<Figure size ... with N Axes>' in JupyterLab and in the copies
 that `make reproduce` writes. Executes each numbered notebook once with the smoke profile (papermill)."""
-import os
 
 import nbformat
 import pytest

@@ -9,11 +9,12 @@ from shapely.geometry import Polygon
 
 from tcm_kit.data.formats import Instance
 from tcm_kit.data.targets import shrink_targets
-from tcm_kit.detector import Detector
+from tcm_kit.detector import Detector, build_detector
 from tcm_kit.heads.base import DetectorError
-from tcm_kit.heads.pan import (FPEM, PAN, PAN_HEADS, PANHead, PANLoss, PANNeck, PANPostprocess, PANTargets,
-                               _ohem_mask, pan_postprocess, pan_targets, pixel_aggregation)
-from tcm_kit.tcm import TCM, Backbone
+from tcm_kit.heads.db import DBConfig
+from tcm_kit.heads.pan import (FPEM, PAN, PAN_HEADS, PANConfig, PANHead, PANLoss, PANNeck, PANPostprocess,
+                               PANTargets, _ohem_mask, pan_postprocess, pan_targets, pixel_aggregation)
+from tcm_kit.tcm import TCM, Backbone, TCMConfig
 
 from tiny import images, tiny_clip  # noqa: E402
 
@@ -37,8 +38,9 @@ def perfect_maps(t, spacing=5.0):
     return {"text": t["pan_text"], "kernel": t["pan_kernel"], "embedding": np.moveaxis(vecs[ids], -1, 0)}
 
 
-def batch_of(*polys_per_image, size=64):
-    maps = [pan_targets([Instance(p) for p in polys], size, size) for polys in polys_per_image]
+def batch_of(*polys_per_image, size=64, fn=pan_targets):
+    """The (B,H,W) training maps of `fn` (a target function, default PAN's) for care rectangles."""
+    maps = [fn([Instance(p) for p in polys], size, size) for polys in polys_per_image]
     return {k: torch.from_numpy(np.stack([m[k] for m in maps])) for k in maps[0]}
 
 
@@ -118,10 +120,10 @@ def test_pan_costs_less_than_dbnet_on_the_same_backbone():
 
     clip = create_clip("TCM-RN-tiny", seed=0)
     x = torch.randn(1, 3, 128, 128)
-    db = _gmac(build_detector("dbnet", clip, neck_width=HEADS["dbnet"].paper_width).eval(), x)
-    pan = _gmac(build_detector("pan", clip, neck_width=HEADS["pan"].paper_width).eval(), x)
-    pan_256 = _gmac(build_detector("pan", clip, neck_width=256).eval(), x)
-    pan_pp_256 = _gmac(build_detector("pan", clip, neck_width=256, head_options={"head": "pan_pp"}).eval(), x)
+    db = _gmac(build_detector("dbnet", clip, head=DBConfig(width=HEADS["dbnet"].paper_width)).eval(), x)
+    pan = _gmac(build_detector("pan", clip, head=PANConfig(width=HEADS["pan"].paper_width)).eval(), x)
+    pan_256 = _gmac(build_detector("pan", clip, head=PANConfig(width=256)).eval(), x)
+    pan_pp_256 = _gmac(build_detector("pan", clip, head=PANConfig(width=256, head="pan_pp")).eval(), x)
     assert HEADS["pan"].paper_width == 128 and HEADS["dbnet"].paper_width == 256
     assert pan <= 0.6 * db and pan_256 <= db
     assert pan_pp_256 > 4 * db
@@ -135,7 +137,7 @@ def test_targets_regions_kernels_ids_and_masks():
     tiny = rect(48, 44, 60, 48)  # 4 px tall: below min_size 8
     inst = [Instance(word), Instance(dont_care, "###", True), Instance(tiny)]
     t = PANTargets()(inst, 64, 64)
-    assert set(t) == {"pan_text", "pan_kernel", "pan_mask", "pan_text_ids", "pan_kernel_ids", "prob", "prob_mask"}
+    assert set(t) == {"pan_text", "pan_kernel", "pan_mask", "pan_text_ids", "pan_kernel_ids"}  # PAN's own only
     assert all(v.dtype == np.float32 and v.shape == (64, 64) for v in t.values())
     assert t["pan_text"][8:29, 8:57].all() and t["pan_text"].sum() == 21 * 49  # the full polygon
     k = t["pan_kernel"] > 0
@@ -151,10 +153,19 @@ def test_targets_regions_kernels_ids_and_masks():
         assert (t["pan_text"][y0:y1 + 1, x0:x1 + 1] == 0).all()
         assert (t["pan_text_ids"][y0:y1 + 1, x0:x1 + 1] == 0).all()
     assert t["pan_mask"].sum() == 64 * 64 - 17 * 33 - 5 * 13
-    want = shrink_targets(inst, 64, 64)  # TCM's auxiliary target
-    assert all(np.array_equal(t[key], want[key]) for key in ("prob", "prob_mask"))
     fn = PAN([8, 16, 32, 64], width=8).target_fn()
     assert pickle.loads(pickle.dumps(fn)) == fn == PANTargets()
+    # TCM's auxiliary target: added by a Detector with a TCM backbone, not by the head (nor without TCM)
+    clip = tiny_clip()
+    assert build_detector("pan", clip, head=PANConfig(width=8)).target_fn() == PANTargets()
+    det = build_detector("tcm-pan", clip, head=PANConfig(width=8), tcm=TCMConfig(decoder_width=16))
+    tcm_fn = pickle.loads(pickle.dumps(det.target_fn()))  # picklable for DataLoader workers
+    got = tcm_fn(inst, 64, 64)
+    assert set(got) == set(t) | {"prob", "prob_mask"}
+    assert all(np.array_equal(got[key], t[key]) for key in t)  # PAN's maps unchanged
+    want = shrink_targets(inst, 64, 64)
+    assert want["prob"].sum() > 0 and (want["prob_mask"] == 0).any()
+    assert all(got[key].dtype == np.float32 and np.array_equal(got[key], want[key]) for key in ("prob", "prob_mask"))
 
 
 def test_overlapping_instances_keep_consistent_ids():
@@ -361,9 +372,9 @@ def test_loss_rejects_bad_batches():
 
 # ------------------------------------------------------------------------------------------------ detector
 
-def _word_batch(size=64):
+def _word_batch(size=64, fn=pan_targets):
     polys = [[rect(6, 8, 56, 24), rect(6, 36, 44, 54)], [rect(10, 12, 58, 30), rect(12, 40, 50, 56)]]
-    return batch_of(*polys, size=size)
+    return batch_of(*polys, size=size, fn=fn)
 
 
 def test_backbone_pan_loss_falls_and_gradients_reach_the_head():
@@ -393,13 +404,13 @@ def test_backbone_pan_loss_falls_and_gradients_reach_the_head():
 
 def test_tcm_pan_outputs_aux_loss_and_predict():
     clip = tiny_clip()
-    tcm = TCM(clip, decoder_width=32)
+    tcm = TCM(clip, TCMConfig(decoder_width=32))
     det = Detector(tcm, PAN(tcm.out_channels, width=16)).train()
     assert tcm.out_channels[3] == Backbone(clip).out_channels[3] + 1  # score map channel joins C5
     out = det(images())
     assert out["score_logits"].shape == out["score_map"].shape == (2, 1, 2, 2)
     assert out["embedding"].shape == (2, 4, 64, 64)
-    parts = det.loss(out, _word_batch())
+    parts = det.loss(out, _word_batch(fn=det.target_fn()))  # PAN's maps + TCM's shrink map
     assert {"loss", "loss_text", "loss_kernel", "loss_agg", "loss_dis", "loss_aux"} <= set(parts)
     torch.testing.assert_close(parts["loss"], parts["loss_text"] + 0.5 * parts["loss_kernel"] +
                                0.25 * (parts["loss_agg"] + parts["loss_dis"]) + parts["loss_aux"])
@@ -414,11 +425,12 @@ def test_tcm_pan_outputs_aux_loss_and_predict():
 def test_profiles_choose_the_pan_head():
     """TCM's PAN head (mmocr) by default and in the full profile; smoke and cpu keep the kit's earlier head."""
     from tcm_kit.clip import create_clip
-    from tcm_kit.train import TrainConfig, build_model
+    from tcm_kit.config import TrainConfig
+    from tcm_kit.train import build_model
 
     clip = create_clip("TCM-RN-tiny", seed=0)
     for profile, head in (("smoke", "pan_pp"), ("cpu", "pan_pp"), ("full", "mmocr")):
         cfg = TrainConfig.for_profile(profile, detector="pan")
-        assert cfg.pan_head == head
+        assert cfg.head.head == head
         assert (build_model(cfg, clip=clip).head.maps.hidden is None) == (head == "mmocr")
-    assert TrainConfig().pan_head == "mmocr"
+    assert TrainConfig(detector="pan").head.head == "mmocr" == PANConfig().head

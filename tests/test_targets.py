@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from tcm_kit.data.formats import Instance
-from tcm_kit.data.targets import (db_targets, distance_to_border, expand_polygon, ignore_mask, polygon_area,
-                                  shrink_distance, shrink_polygon, text_mask)
+from tcm_kit.data.targets import (db_targets, distance_to_border, expand_polygon, polygon_area,
+                                  shrink_distance, shrink_polygon)
 
 
 def rect(x0, y0, x1, y1):
@@ -94,31 +94,6 @@ def test_dont_care_tiny_and_degenerate_instances_are_masked():
 def test_polygon_partly_outside_the_image():
     t = db_targets([Instance(rect(-30, 10, 50, 40), "edge")], 64, 64)
     assert t["prob"][25, 0] == 1 and np.isfinite(t["thresh"]).all()
-
-
-def test_text_mask_on_known_rectangle():
-    h, w = 128, 192
-    insts = [Instance(rect(64, 32, 127, 95), "a")]  # exactly cells rows 1-2, cols 2-3 at stride 32
-    m = text_mask(insts, h, w, stride=32)
-    assert m.shape == (4, 6) and m.dtype == np.float32
-    expected = np.zeros((4, 6), np.float32)
-    expected[1:3, 2:4] = 1
-    np.testing.assert_array_equal(m, expected)
-    half = [Instance(rect(0, 0, 31, 15), "b")]  # covers the top half of cell (0, 0)
-    assert text_mask(half, h, w, mode="area")[0, 0] == pytest.approx(0.5)
-    assert text_mask(half, h, w)[0, 0] == 1  # binary: >= 0.5
-    quarter = [Instance(rect(0, 0, 15, 15), "c")]
-    assert text_mask(quarter, h, w)[0, 0] == 0 and text_mask(quarter, h, w, mode="area")[0, 0] == pytest.approx(0.25)
-    with pytest.raises(ValueError):
-        text_mask(insts, h, w, mode="soft")
-
-
-def test_text_mask_excludes_dont_care_and_ignore_mask_marks_it():
-    h, w = 64, 64
-    insts = [Instance(rect(0, 0, 31, 31), "a"), Instance(rect(40, 40, 50, 50), "###", ignore=True)]
-    np.testing.assert_array_equal(text_mask(insts, h, w), [[1, 0], [0, 0]])
-    np.testing.assert_array_equal(ignore_mask(insts, h, w), [[0, 0], [0, 1]])
-    assert ignore_mask(insts, h, w, min_fraction=0.5).sum() == 0  # the don't-care box covers ~12% of its cell
 
 
 def test_threshold_map_matches_brute_force_on_irregular_polygon():

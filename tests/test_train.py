@@ -1,5 +1,4 @@
 """Training engine: nested few-shot subsets, deterministic batches, resume == uninterrupted, DDP ranks agree."""
-import json
 import os
 import subprocess
 import sys
@@ -37,15 +36,15 @@ def test_epoch_batches_cover_the_set_and_fill_tiny_sets():
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
-    cfg = smoke(steps=100, warmup_steps=10, lr=1e-3)
+    cfg = smoke(optim=dict(steps=100, warmup_steps=10, lr=1e-3))
     f = [lr_factor(s, cfg) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.05
-    assert lr_factor(10_000, cfg) == pytest.approx(cfg.min_lr / cfg.lr)
+    assert lr_factor(10_000, cfg) == pytest.approx(cfg.optim.min_lr / cfg.optim.lr)
 
 
 def test_profiles_differ_and_unknown_is_refused():
-    assert smoke().steps < TrainConfig.for_profile("cpu").steps < TrainConfig.for_profile("full").steps
+    assert smoke().optim.steps < TrainConfig.for_profile("cpu").optim.steps < TrainConfig.for_profile("full").optim.steps
     with pytest.raises(T.TrainConfigError, match="profile"):
         TrainConfig.for_profile("laptop")
 
@@ -57,10 +56,10 @@ def _weights(path):
 def test_train_writes_result_and_does_not_retrain(tmp_path):
     cfg = smoke()
     res = T.train(cfg, tmp_path / "run", progress=False)
-    assert 0.0 <= res["hmean"] <= 1.0 and res["n_test"] == cfg.num_test and res["steps"] == cfg.steps
-    assert res["box_thresh"] in cfg.box_thresholds
+    assert 0.0 <= res["hmean"] <= 1.0 and res["n_test"] == cfg.data.num_test and res["steps"] == cfg.optim.steps
+    assert res["box_thresh"] in cfg.evaluation.box_thresholds
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert len(log) == cfg.steps + 1 and log[0].startswith("step,lr,loss")
+    assert len(log) == cfg.optim.steps + 1 and log[0].startswith("step,lr,loss")
     again = T.train(cfg, tmp_path / "run", progress=False)
     assert again == res and (tmp_path / "run" / "log.csv").read_text().splitlines() == log
     with pytest.raises(T.CheckpointError, match="another config"):
@@ -81,7 +80,7 @@ def test_evaluation_with_a_picked_threshold_skips_the_validation_split(tmp_path,
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    cfg = smoke(steps=4, ckpt_every=2)
+    cfg = smoke(optim=dict(steps=4), ckpt_every=2)
     T.fit(cfg, tmp_path / "a", progress=False)
 
     real_save = T.save_checkpoint
@@ -99,7 +98,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
-    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == cfg.steps + 1
+    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == cfg.optim.steps + 1
 
 
 def test_corrupt_checkpoint_is_named(tmp_path):
@@ -114,7 +113,7 @@ DDP_SCRIPT = textwrap.dedent("""
     from tcm_kit.train import TrainConfig, exit_process, fit
 
     def main():
-        cfg = TrainConfig.for_profile("smoke", steps=2, batch_size=2)
+        cfg = TrainConfig.for_profile("smoke", optim=dict(steps=2, batch_size=2))
         model, _ = fit(cfg, sys.argv[1], progress=False)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
         everyone = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
@@ -147,8 +146,8 @@ def test_image_encoder_gets_its_own_learning_rate(detector, mult):
     from tcm_kit.clip import create_clip
     from tcm_kit.detector import build_detector
 
-    cfg = smoke(detector=detector, lr=1e-3)
-    model = build_detector(detector, create_clip("TCM-RN-tiny", seed=0), neck_width=32, **cfg.tcm_flags())
+    cfg = smoke(detector=detector, optim=dict(lr=1e-3))
+    model = build_detector(detector, create_clip("TCM-RN-tiny", seed=0), head=cfg.head, tcm=cfg.tcm)
     enc, rest = T.param_groups(model, cfg)
     assert enc["lr"] == pytest.approx(1e-3 * mult) and rest["lr"] == pytest.approx(1e-3)
     encoder_ids = {id(p) for p in model.backbone.image_encoder().parameters()}

@@ -9,6 +9,7 @@ from tcm_kit.data.targets import fill_polygons, offset_polygon
 from tcm_kit.data.transforms import (CLIP_MEAN, CLIP_STD, ColorJitter, Compose, CorruptImageError, RandomCrop,
                                      RandomFlip, RandomRotate, RandomScale, ResizePad, TextDetDataset,
                                      clip_instances, collate, denormalize, pad_to_multiple, to_tensor)
+from tcm_kit.heads.db import DBTargets
 
 FILL = (230, 30, 30)
 BACK = (40, 90, 40)
@@ -168,7 +169,7 @@ MAPS = ("prob", "prob_mask", "thresh", "thresh_mask")
 
 
 def test_eval_items_shapes_scale_and_collate(tmp_path):
-    ds = TextDetDataset(write_folder(tmp_path / "set"), size=64, train=False)
+    ds = TextDetDataset(write_folder(tmp_path / "set"), size=64, train=False, targets=DBTargets())
     assert len(ds) == 3
     item = ds[0]
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
@@ -188,8 +189,8 @@ def test_eval_items_shapes_scale_and_collate(tmp_path):
 
 def test_train_items_shapes_and_determinism(tmp_path):
     root = write_folder(tmp_path / "set")
-    a = TextDetDataset(root, size=64, train=True, seed=3)
-    b = TextDetDataset(root, size=64, train=True, seed=3)
+    a = TextDetDataset(root, size=64, train=True, seed=3, targets=DBTargets())
+    b = TextDetDataset(root, size=64, train=True, seed=3, targets=DBTargets())
     x, y = a[1], b[1]
     assert x["image"].shape == (3, 64, 64)
     for k in MAPS:
@@ -198,11 +199,26 @@ def test_train_items_shapes_and_determinism(tmp_path):
     assert torch.equal(x["image"], y["image"]) and x["scale"] == 1.0
     a.set_epoch(1)
     assert not torch.equal(a[1]["image"], x["image"])
-    c = TextDetDataset(root, size=64, train=True, seed=4)
+    c = TextDetDataset(root, size=64, train=True, seed=4, targets=DBTargets())
     assert not torch.equal(c[1]["image"], x["image"])
     loader = torch.utils.data.DataLoader(a, batch_size=3, collate_fn=collate)
     batch = next(iter(loader))
     assert batch["image"].shape == (3, 3, 64, 64) and len(batch["path"]) == 3
+
+
+def test_eval_items_without_targets_have_no_maps(tmp_path):
+    """targets=None (evaluation): an item holds the image and its annotations, no training maps."""
+    root = write_folder(tmp_path / "set")
+    ds = TextDetDataset(root, size=64, train=False)
+    assert ds.targets is None
+    item = ds[0]
+    assert set(item) == {"image", "instances", "path", "scale"}
+    assert item["image"].shape == (3, 64, 64) and item["scale"] == pytest.approx(0.5)
+    assert len(item["instances"]) == 2 and item["path"].endswith("img_0.jpg")
+    batch = collate([item, ds[2]])
+    assert set(batch) == {"image", "instances", "path", "scale"} and batch["image"].shape == (2, 3, 64, 64)
+    with_maps = TextDetDataset(root, size=64, train=False, targets=DBTargets())[0]  # the same item with DB maps
+    assert set(with_maps) == set(item) | set(MAPS) and torch.equal(with_maps["image"], item["image"])
 
 
 def test_indices_select_a_subset(tmp_path):

@@ -469,11 +469,18 @@ def _mmocr_records(path, data_root=None) -> list[tuple[Path, list[Record]]]:
     return out
 
 
-def _image_size(p: Path):
-    """(height, width) of an image file as displayed (tcm_kit.data.transforms.image_size), or None."""
-    from .transforms import image_size
+def _image_size(path):
+    """(height, width) of an image file as displayed (EXIF orientations 5-8 turn it, as read_image does), from its
+    header; None when it cannot be read."""
+    from PIL import Image
 
-    return image_size(p)
+    try:
+        with Image.open(path) as im:
+            h, w = im.height, im.width
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - the size is optional metadata
+        return None
+    return (w, h) if turned else (h, w)
 
 
 def write_mmocr_json(path, items, data_root=None, metainfo=None) -> None:

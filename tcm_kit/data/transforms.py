@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from .formats import Instance
-from .targets import db_targets
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -503,8 +502,9 @@ def train_transforms(size: int, scale_range=(0.5, 2.0), max_angle: float = 10.0,
 # ----------------------------------------------------------------------------- tensors
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> float32 (3, H, W) normalised with the OpenAI CLIP mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W), or a stack (B, H, W, 3) -> (B, 3, H, W), normalised with the
+    OpenAI CLIP mean/std (the kit's one normalisation of images; `renormalize` converts to another)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, -3).float().div_(255.0)  # (..., 3, H, W)
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
     return (x - mean) / std
@@ -645,46 +645,29 @@ def read_image(path) -> np.ndarray:
     return np.ascontiguousarray(turn(img)) if turn else img
 
 
-def image_size(path):
-    """(height, width) of an image file as displayed (EXIF orientation applied, as read_image does), from its
-    header; None when it cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            h, w = im.height, im.width
-            turned = _pil_orientation(im) in (5, 6, 7, 8)
-    except Exception:  # noqa: BLE001 - the size is optional metadata
-        return None
-    return (w, h) if turned else (h, w)
-
-
 class TextDetDataset(torch.utils.data.Dataset):
-    """Text-detection samples of a folder, with DBNet targets.
+    """Text-detection samples of a folder, with a detector's training targets.
 
     root/fmt (and `split`) are read with `tcm_kit.data.formats.read_folder`. `indices` keeps a subset
-    (positions in the folder's order; for few-shot splits). train=True: `aug` (default
-    `train_transforms(size, scale_range, max_angle, flip_p)`) then size x size targets; train=False: resized by
-    `resize_to_scale` (size: the long side, or a (long, short) box as the official test pipelines) and padded to
-    a multiple of 32, no randomness. Item i draws its randomness from
-    np.random.default_rng([seed, epoch, i]); call `set_epoch` each epoch (with DataLoader workers, before the
-    iterator is created, i.e. not with persistent_workers). on_corrupt="raise" raises CorruptImageError when
-    an unreadable image is loaded; "skip" checks every selected image when the dataset is built and drops
-    unreadable ones with a warning.
+    (positions in the folder's order; for few-shot splits). train=True: `aug` (default `train_transforms(size)`)
+    then size x size images; train=False: resized by `resize_to_scale` (size: the long side, or a (long, short)
+    box as the official test pipelines) and padded to a multiple of 32, no randomness. Item i draws its randomness
+    from np.random.default_rng([seed, epoch, i]); call `set_epoch` each epoch (with DataLoader workers, before the
+    iterator is created, i.e. not with persistent_workers). on_corrupt="raise" raises CorruptImageError when an
+    unreadable image is loaded; "skip" checks every selected image when the dataset is built and drops unreadable
+    ones with a warning.
 
     `targets` is a detector's target function, `(instances, h, w) -> dict of float32 numpy maps`
-    (`Detector.target_fn()`); None gives DBNet's maps with `shrink_ratio` and `min_size`.
+    (`Detector.target_fn()`); None (evaluation): no target maps.
 
-    Items: {"image": float32 (3, H, W) CLIP-normalised, the target maps (DBNet: "prob", "prob_mask", "thresh",
-    "thresh_mask" float32 (H, W)), "instances": list[Instance] in the item's coordinates, "path": str, "scale": float} where scale is
-    resized / original size for evaluation items (divide predicted coordinates by it) and 1.0 for training
-    items (random scale, rotation and crop cannot be undone by one number).
+    Items: {"image": float32 (3, H, W) CLIP-normalised, the target maps (e.g. DBNet's "prob", "prob_mask",
+    "thresh", "thresh_mask" float32 (H, W)), "instances": list[Instance] in the item's coordinates, "path": str,
+    "scale": float} where scale is resized / original size for evaluation items (divide predicted coordinates by
+    it) and 1.0 for training items (random scale, rotation and crop cannot be undone by one number).
     """
 
     def __init__(self, root, fmt=None, size: int = 320, train: bool = True, seed: int = 0, indices=None, aug=None,
-                 scale_range=(0.5, 2.0), max_angle: float = 10.0, flip_p: float = 0.0, shrink_ratio: float = 0.4,
-                 min_size: float = 8, on_corrupt: str = "raise", split: str | None = None, progress: bool = True,
-                 targets=None):
+                 on_corrupt: str = "raise", split: str | None = None, progress: bool = True, targets=None):
         from .formats import read_folder  # imported here: formats may load lazily / optional readers
 
         if on_corrupt not in ("raise", "skip"):
@@ -696,9 +679,8 @@ class TextDetDataset(torch.utils.data.Dataset):
         elif size % 32:
             raise ValueError(f"size must be a multiple of 32, got {size}")
         self.root, self.size, self.train, self.seed, self.epoch = Path(root), size, train, seed, 0
-        self.shrink_ratio, self.min_size = shrink_ratio, min_size
         self.targets = targets
-        self.aug = aug if aug is not None else train_transforms(size, scale_range, max_angle, flip_p)
+        self.aug = aug if aug is not None else (train_transforms(size) if train else None)
         samples = [(Path(p), list(inst)) for p, inst in read_folder(root, fmt, split=split)]
         if indices is not None:
             samples = [samples[int(i)] for i in indices]
@@ -743,12 +725,9 @@ class TextDetDataset(torch.utils.data.Dataset):
             image, instances, scale = resize_to_scale(image, instances, self.size)
             image = pad_to_multiple(image, 32)
         h, w = image.shape[:2]
-        if self.targets is not None:
-            t = self.targets(instances, h, w)
-        else:
-            t = db_targets(instances, h, w, self.shrink_ratio, self.min_size)
         item = {"image": to_tensor(image)}
-        item.update({k: torch.from_numpy(v) for k, v in t.items()})
+        if self.targets is not None:
+            item.update({k: torch.from_numpy(v) for k, v in self.targets(instances, h, w).items()})
         item.update(instances=instances, path=str(path), scale=float(scale))
         return item
 

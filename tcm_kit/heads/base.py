@@ -16,24 +16,33 @@ class TextHead(nn.Module):
     """The detection part of a detector: neck + output maps + loss + targets + decoding.
 
     Subclasses set `decode_keys` (the outputs `decode` reads), `paper_width` (their paper's neck width) and
-    `loss_class` (their loss; it takes an
-    `ohem_ratio` keyword: float = hard-negative mining ratio of the text-region loss, None = class-balanced) and
-    implement:
+    `Config` (a frozen dataclass of their options, with at least `width`: what a run's config holds as
+    TrainConfig.head), hold `criterion` (their loss) and `targets` (their target function), and implement:
+      from_config(in_channels, cfg) -> the head of those options (its loss, targets and decoding included);
       forward(features: 4 maps at strides 4..32) -> dict of output tensors (B, ...);
-      loss(out, batch) -> dict(loss, loss_<part>...);
-      target_fn() -> picklable callable (instances, h, w) -> dict of float32 numpy maps for one (h, w) training
-        image; it must include "prob" and "prob_mask" (the shrunk text-region map TCM's auxiliary loss uses);
+    and so have:
+      loss(out, batch) = criterion(out, batch) -> dict(loss, loss_<part>...);
+      target_fn() = targets: picklable (instances, h, w) -> dict of float32 numpy maps for one (h, w) training
+        image (the maps its loss reads; a Detector adds TCM's);
+    and implement:
       decode(maps, scale, **overrides) -> [(polygon float32 (N,2), score)] for ONE image, where maps holds
         out[k][i] as numpy for k in decode_keys; `box_thresh=` among the overrides is the instance-score cut every
         head understands (evaluation sweeps it).
     """
 
     decode_keys: tuple = ()
-    loss_class: type | None = None
+    Config: type | None = None
     paper_width: int = 256  # the neck width of the head's paper (what the `full` profile and the benchmarks use)
 
-    def target_fn(self) -> Callable:
+    @classmethod
+    def from_config(cls, in_channels, cfg) -> "TextHead":
         raise NotImplementedError
+
+    def loss(self, out: dict, batch: dict) -> dict:
+        return self.criterion(out, batch)
+
+    def target_fn(self) -> Callable:
+        return self.targets
 
     def decode(self, maps: dict, scale=1.0, **overrides) -> list:
         raise NotImplementedError

@@ -6,7 +6,7 @@ detectors. Maps are (B,H,W) at the input resolution; H and W must be multiples o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import cv2
@@ -230,8 +230,7 @@ class DBPostprocess:
     contour_approx: float | None = None  # None: the kit's; r: official candidates, approxPolyDP(r * perimeter)
 
     def __call__(self, prob_map: np.ndarray, scale: float | tuple[float, float] = 1.0):
-        return db_postprocess(prob_map, self.thresh, self.box_thresh, self.unclip_ratio, self.min_size,
-                              self.max_candidates, self.polygon, scale, self.contour_approx)
+        return db_postprocess(prob_map, scale=scale, **asdict(self))  # by name: field order cannot matter
 
 
 # ---------------------------------------------------------------------------------------------------- the head
@@ -246,13 +245,24 @@ class DBTargets:
         return db_targets(instances, h, w, self.shrink_ratio, self.min_size)
 
 
+@dataclass(frozen=True)
+class DBConfig:
+    """DBNet's options (TrainConfig.head of the dbnet detectors)."""
+    width: int = 256  # FPN width (DBNet paper, MMOCR FPNC lateral_channels)
+    # the probability-map loss: "bce" (BCE + OHEM, the DBNet paper and the TCM authors' configs) | "dice" (MMOCR
+    # 0.x DBLoss's default)
+    prob_loss: str = "bce"
+    ohem_ratio: float | None = 3.0  # hard negatives per positive in the "bce" loss; None: class-balanced
+    postprocess: DBPostprocess = DBPostprocess()
+
+
 class DBNet(TextHead):
     """DBNet as a detection head: DBNeck (FPN to stride 4) -> DBHead -> DBLoss; decoding by db_postprocess.
 
     forward(features) -> dict(prob_logits, prob[, thresh, binary in training]) at the input resolution."""
 
     decode_keys = ("prob",)
-    loss_class = DBLoss
+    Config = DBConfig
     paper_width = 256  # FPN width (DBNet paper, MMOCR FPNC lateral_channels)
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, loss: DBLoss | None = None,
@@ -264,14 +274,15 @@ class DBNet(TextHead):
         self.postprocess = postprocess if postprocess is not None else DBPostprocess()
         self.targets = targets if targets is not None else DBTargets()
 
+    @classmethod
+    def from_config(cls, in_channels: Sequence[int], cfg: DBConfig) -> "DBNet":
+        return cls(in_channels, cfg.width, loss=DBLoss(ohem_ratio=cfg.ohem_ratio, prob_loss=cfg.prob_loss),
+                   postprocess=cfg.postprocess)
+
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.maps(self.neck(features))
 
-    def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        return self.criterion(out, batch)
 
-    def target_fn(self) -> DBTargets:
-        return self.targets
 
     def decode(self, maps: dict, scale=1.0, **overrides) -> list[tuple[np.ndarray, float]]:
         pp = replace(self.postprocess, **overrides) if overrides else self.postprocess

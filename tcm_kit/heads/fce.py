@@ -35,7 +35,7 @@ MMOCR); every TR pixel gets a regression target, and the loss uses those of the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcm_kit.data.targets import fill_polygons, min_side, points_to_border, shrink_targets
+from tcm_kit.data.targets import fill_polygons, min_side, points_to_border
 from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.losses import balanced_bce_ohem
 
@@ -153,7 +153,6 @@ class FCETargets:
       module doc); mask_s: 0 on don't-care polygons and too-small care polygons (min-area-rectangle short side <
       `min_size` px), at every level, 1 elsewhere; reg_s (2(2k+1), ., .): on each assigned instance's TR pixels,
       its Fourier coefficients in level units, c_0 relative to the pixel (real parts c_-k..c_k, then imaginary).
-    Plus "prob" / "prob_mask" (h, w) from shrink_targets (TCM's auxiliary loss).
     """
     fourier_degree: int = 5
     resample_points: int = 400
@@ -161,7 +160,6 @@ class FCETargets:
     level_ranges: tuple = LEVEL_RANGES
     center_ratio: float = 0.3
     min_size: float = 8
-    shrink_ratio: float = 0.4
 
     def __post_init__(self):
         if len(self.strides) != len(self.level_ranges):
@@ -222,7 +220,6 @@ class FCETargets:
             tr[li] *= mask[li]
             tcl[li] *= tr[li]
             out.update({f"tr_{s}": tr[li], f"tcl_{s}": tcl[li], f"mask_{s}": mask[li], f"reg_{s}": reg[li]})
-        out.update(shrink_targets(instances, h, w, self.shrink_ratio, self.min_size))
         return out
 
 
@@ -269,8 +266,7 @@ class FCEHead(nn.Module):
 
     forward(x (B,width,h,w)) -> (cls (B,4,h,w): TR logits (2) + TCL logits (2), reg (B,2(2k+1),h,w)).
     norm=True puts a GroupNorm after each hidden conv (as FCOS's head; not in the FCENet paper): without it a
-    branch's ReLUs can all die early in training (seen: fcenet, synth-total, cpu plan, seed 2, the third
-    classification layer 0 % active, TR/TCL stuck at chance, hmean 0)."""
+    branch's ReLUs can all die early in training (reports/NOTES.md)."""
 
     def __init__(self, width: int = 256, fourier_degree: int = 5, num_convs: int = 4, norm: bool = False):
         super().__init__()
@@ -484,11 +480,23 @@ class FCEPostprocess:
     min_area: float = 1.0
 
     def __call__(self, maps: dict, strides: Sequence[int] = STRIDES, scale=1.0):
-        return fce_postprocess(maps, strides, self.score_thresh, self.box_thresh, self.nms_thresh, self.alpha,
-                               self.beta, self.num_points, self.max_candidates, self.min_area, scale)
+        return fce_postprocess(maps, strides, scale=scale, **asdict(self))  # by name, not position
 
 
 # ---------------------------------------------------------------------------------------------------- the head
+
+@dataclass(frozen=True)
+class FCEConfig:
+    """FCENet's options (TrainConfig.head of the fcenet detectors)."""
+    width: int = 256  # FPN width (FCENet paper, MMOCR FPN out_channels)
+    # the classification losses: "ce" (cross entropy, OHEM on the text region: the paper, MMOCR) | "balanced"
+    # (class-balanced cross entropy, see FCELoss)
+    cls_loss: str = "ce"
+    # the regression weight on text-region pixels outside the centre region (the paper 0, MMOCR 0.5)
+    tr_reg_weight: float = 0.0
+    norm: bool = False  # GroupNorm in the head branches (not in the paper; see FCEHead)
+    ohem_ratio: float | None = 3.0  # hard negatives per positive of the "ce" text-region loss; None: balanced
+
 
 class FCENet(TextHead):
     """FCENet as a detection head: FCENeck (P3-P5) -> FCEHead (shared) -> FCELoss; decoding by fce_postprocess.
@@ -498,7 +506,7 @@ class FCENet(TextHead):
 
     strides = STRIDES
     decode_keys = tuple(f"{n}_{s}" for s in STRIDES for n in ("tr", "tcl", "reg"))
-    loss_class = FCELoss
+    Config = FCEConfig
     paper_width = 256  # FPN width (FCENet paper, MMOCR FPN out_channels)
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, *, fourier_degree: int = 5,
@@ -516,6 +524,11 @@ class FCENet(TextHead):
         self.postprocess = postprocess if postprocess is not None else FCEPostprocess()
         self.targets = targets if targets is not None else FCETargets(fourier_degree=fourier_degree)
 
+    @classmethod
+    def from_config(cls, in_channels: Sequence[int], cfg: FCEConfig) -> "FCENet":
+        loss = FCELoss(ohem_ratio=cfg.ohem_ratio, cls_loss=cfg.cls_loss, tr_reg_weight=cfg.tr_reg_weight)
+        return cls(in_channels, cfg.width, norm=cfg.norm, loss=loss)
+
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for s, p in zip(self.strides, self.neck(features)):
@@ -525,11 +538,7 @@ class FCENet(TextHead):
             out[f"tcl_{s}"] = torch.softmax(cls[:, 2:].float(), dim=1)[:, 1]
         return out
 
-    def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        return self.criterion(out, batch)
 
-    def target_fn(self) -> FCETargets:
-        return self.targets
 
     def decode(self, maps: dict, scale=1.0, **overrides) -> list[tuple[np.ndarray, float]]:
         try:

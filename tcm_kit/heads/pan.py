@@ -21,7 +21,7 @@ L_kernel = dice inside the predicted text region.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import cv2
@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from tcm_kit.data.targets import fill_polygons, shrink_targets, shrunk_care_instances
+from tcm_kit.data.targets import fill_polygons, shrunk_care_instances
 from tcm_kit.heads.base import DetectorError, TextHead
 from tcm_kit.heads.db import order_quad
 
@@ -170,7 +170,6 @@ def pan_targets(instances, h: int, w: int, kernel_ratio: float = 0.5, min_size: 
       rectangle's short side is below `min_size`, and of instances whose kernel vanishes.
     - pan_text_ids / pan_kernel_ids: instance labels 1..N (care instances only, same label in both maps; later
       instances overwrite earlier ones where they overlap), 0 elsewhere.
-    - prob / prob_mask: the DB shrink map (`shrink_targets`), read by TCM's auxiliary loss.
     """
     text = np.zeros((h, w), np.float32)
     kernel = np.zeros((h, w), np.float32)
@@ -187,14 +186,12 @@ def pan_targets(instances, h: int, w: int, kernel_ratio: float = 0.5, min_size: 
     off = mask == 0  # a don't-care region wins over overlapping care text
     for m in (text, kernel, text_ids, kernel_ids):
         m[off] = 0.0
-    out = dict(pan_text=text, pan_kernel=kernel, pan_mask=mask, pan_text_ids=text_ids, pan_kernel_ids=kernel_ids)
-    out.update(shrink_targets(instances, h, w))
-    return out
+    return dict(pan_text=text, pan_kernel=kernel, pan_mask=mask, pan_text_ids=text_ids, pan_kernel_ids=kernel_ids)
 
 
 @dataclass(frozen=True)
 class PANTargets:
-    """(instances, h, w) -> PAN's training maps (`pan_targets`) + TCM's prob/prob_mask; picklable for workers."""
+    """(instances, h, w) -> PAN's training maps (`pan_targets`); picklable for workers."""
     kernel_ratio: float = 0.5
     min_size: float = 8
 
@@ -456,14 +453,22 @@ class PANPostprocess:
     polygon: bool = False
 
     def __call__(self, text, kernel, embedding, scale: float | tuple[float, float] = 1.0):
-        return pan_postprocess(text, kernel, embedding, self.min_text_confidence, self.min_kernel_confidence,
-                               self.box_thresh, self.min_area, self.min_kernel_area, self.distance_threshold,
-                               self.polygon, scale)
+        return pan_postprocess(text, kernel, embedding, scale=scale, **asdict(self))  # by name, not position
 
 
 # ---------------------------------------------------------------------------------------------------- the head
 
 PAN_HEADS = ("mmocr", "pan_pp")
+
+
+@dataclass(frozen=True)
+class PANConfig:
+    """PAN's options (TrainConfig.head of the pan detectors)."""
+    width: int = 128  # FPEM width (PAN paper, MMOCR FPEM_FFM conv_out, pan_pp.pytorch)
+    # "mmocr" (one conv1x1 on the FFM output: MMOCR 0.x's PANHead, TCM's PAN) | "pan_pp" (conv3x3-BN-ReLU at the
+    # neck width, then conv1x1: pan_pp.pytorch's head)
+    head: str = "mmocr"
+    ohem_ratio: float | None = 3.0  # hard negatives per positive of the text loss; None: every pixel
 
 
 class PAN(TextHead):
@@ -475,7 +480,7 @@ class PAN(TextHead):
     the input resolution (stride-4 predictions upsampled bilinearly)."""
 
     decode_keys = ("text", "kernel", "embedding")
-    loss_class = PANLoss
+    Config = PANConfig
     paper_width = 128  # FPEM width (PAN paper, MMOCR FPEM_FFM conv_out, pan_pp.pytorch)
 
     def __init__(self, in_channels: Sequence[int], width: int = 128, *, n_fpem: int = 2, head: str = "mmocr",
@@ -490,16 +495,16 @@ class PAN(TextHead):
         self.postprocess = postprocess if postprocess is not None else PANPostprocess()
         self.targets = targets if targets is not None else PANTargets()
 
+    @classmethod
+    def from_config(cls, in_channels: Sequence[int], cfg: PANConfig) -> "PAN":
+        return cls(in_channels, cfg.width, head=cfg.head, loss=PANLoss(ohem_ratio=cfg.ohem_ratio))
+
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.maps.hidden is None:  # conv1x1 head: per level, no stride-4 concatenation (same result)
             return self.maps(self.neck.levels(features))
         return self.maps(self.neck(features))
 
-    def loss(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        return self.criterion(out, batch)
 
-    def target_fn(self) -> PANTargets:
-        return self.targets
 
     def decode(self, maps: dict, scale=1.0, **overrides) -> list[tuple[np.ndarray, float]]:
         missing = [k for k in self.decode_keys if k not in maps]

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tcm_kit.clip import CLIP_MEAN, CLIP_STD, create_clip, dense_features
+from tcm_kit.clip import create_clip, dense_features
+from tcm_kit.data.transforms import to_tensor
 from tcm_kit.probe import PROBE_SIZES
 
 __all__ = [
@@ -60,8 +61,7 @@ def _check_image(image) -> np.ndarray:
 
 def to_clip_batch(images) -> torch.Tensor:
     """list of uint8 (H, W, 3) images of one size -> float (B, 3, H, W) normalised with CLIP_MEAN/CLIP_STD."""
-    x = torch.from_numpy(np.stack([_check_image(i) for i in images])).permute(0, 3, 1, 2).float().div_(255)
-    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return to_tensor(np.stack([_check_image(i) for i in images]))
 
 
 def fit_to_stride(image, long_side: int | None = None, stride: int = 32) -> np.ndarray:
@@ -430,7 +430,7 @@ def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images:
     from tqdm.auto import tqdm
 
     from tcm_kit.data.formats import read_folder
-    from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side, to_tensor
+    from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side
     from tcm_kit.probe import roc_auc
 
     if getattr(model.backbone, "aux_loss", None) is None:

@@ -1,4 +1,4 @@
-"""tcm_kit.inspect: similarity maps, their figures, the pre-training log, the prior table, the prompt widget."""
+"""tcm_kit.inspection: similarity maps, their figures, the pre-training log, the prior table, the prompt widget."""
 import csv
 
 import matplotlib
@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tcm_kit import clip  # noqa: E402
-from tcm_kit import inspect as ins  # noqa: E402
+from tcm_kit import inspection as ins  # noqa: E402
 from tcm_kit.data.formats import Instance  # noqa: E402
 from tcm_kit.pretrain import LOG_FIELDS, work_dir  # noqa: E402
 
