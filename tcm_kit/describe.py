@@ -222,3 +222,23 @@ def describe_step0(df: pd.DataFrame) -> str:
     return (f"Before any training, P separates text cells best with **{best}** (AUC {a.max():.3f}); the authors' "
             f"setting gives {a.iloc[1]:.3f} and the bare prompt {a.iloc[0]:.3f} ({int(df['n_images'].iloc[0])} "
             f"test images).")
+
+
+CLAIM_NAMES = {"i": "TCM lifts the plugged detector", "ii": "the gain grows as labelled data shrinks",
+               "iii": "TCM transfers better across domains", "iv": "each component adds"}
+
+
+def describe_claims(df: pd.DataFrame) -> str:
+    """One line per claim of tables.claims_table, from its rows' verdicts (tcm_kit.claims): how many comparisons
+    the intervals support, contradict or leave open, with each comparison's difference and seed interval."""
+    lines = []
+    for claim, rows in df.groupby("claim", sort=False):
+        counts = rows["verdict"].str.split(" ").str[0].value_counts()
+        tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("supported", "contradicted", "inconclusive"))
+        parts = []
+        for _, r in rows.iterrows():
+            ci = ("" if math.isnan(r["seed_ci_lo"]) else f" [{_signed(r['seed_ci_lo'])}, {_signed(r['seed_ci_hi'])}]")
+            parts.append(f"{r['comparison']} {_signed(r['difference'])}{ci} ({r['verdict']})")
+        lines.append(f"- Claim ({claim}), {CLAIM_NAMES.get(claim, claim)}: {tally} over "
+                     f"{int(rows['n_seeds'].min())}-{int(rows['n_seeds'].max())} seeds. " + "; ".join(parts) + ".")
+    return "\n".join(lines)

@@ -88,6 +88,12 @@ class Plan:
     # by (train_size / image_size)^2) and the same text scale: FCENet regresses each word's whole contour, and a
     # crop half the image's side never shows the long curved lines of synth-total whole (see main_config)
     main_whole_images: bool = False
+    # the claims (reports/claims.md, tcm_kit.claims): paired runs on claim_domain, every one with claim_seeds
+    claim_domain: str = "synth-ic15"
+    claim_seeds: tuple = (0, 1, 2)
+    claim_heads: tuple = ("dbnet", "pan", "fcenet")  # (i): tcm-<head> against <head>
+    claim_shot: float = 0.1  # (ii): the gain at this shot against the gain with all data
+    claim_transfer_domains: tuple | None = None  # (iii): test domains (None: the plan's others)
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
@@ -96,12 +102,14 @@ class Plan:
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
+                          claim_seeds=(0, 1), claim_shot=0.25, claim_heads=("dbnet",),
                           small_shot_max=0.25, score_auc_images=4, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 42 distinct runs for 02-05 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
-            # a run, two side by side): the six shots with 3 seeds up to 0.1, transfer across the four synthetic
-            # domains, the main table on synth-total (the curved domain, where FCENet's polygons meet DBNet's
-            # quads) on whole images, no extra ablation rows
-            "cpu": dict(train_profile="cpu-plan", threads=1, workers=2, taus=(0.07, 0.2),
+            # 53 distinct runs for 02-06 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
+            # a run, two side by side): the claims' cells with 3 seeds each (06), the few-shot curve at the two
+            # shots the claim compares (3 seeds each), transfer across the four synthetic domains, the main table
+            # on synth-total (the curved domain, where FCENet's polygons meet DBNet's quads) on whole images
+            "cpu": dict(train_profile="cpu-plan", threads=1, workers=2, taus=(0.07, 0.2), shots=(0.1, 1.0),
+                        large_shot_seeds=3,
                         aux_weights=(1.0,), small_shot_max=0.1, ablation_extras=False,
                         main_detectors=ALL_DETECTORS, main_domains=("synth-total",), main_whole_images=True),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
@@ -320,6 +328,50 @@ def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
     return [plan.main_config(det, dom, seed, data_roots=data_roots) for dom in domains for det in detectors]
 
 
+# ---------------------------------------------------------------------------------------------------- claims
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One comparison of reports/claims.md as configs (one per seed in each group, seed order): method −
+    baseline (− (method2 − baseline2)); test_on: a domain the runs are cross-evaluated on (claim iii)."""
+    claim: str
+    label: str
+    method: tuple
+    baseline: tuple
+    method2: tuple = ()
+    baseline2: tuple = ()
+    test_on: TrainConfig | None = None
+
+
+def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -> list[ClaimSpec]:
+    """The paper's claims (i)-(iv) as paired comparisons on plan.claim_domain with plan.claim_seeds:
+    (i) tcm-<head> − <head> for each of claim_heads; (ii) the gain of tcm-dbnet over dbnet at claim_shot minus
+    the gain with all data (and the gain at claim_shot alone); (iii) tcm-dbnet − dbnet trained on claim_domain,
+    tested on each other domain; (iv) each rung of ABLATION_LADDER − the rung below it."""
+    plan = as_plan(plan)
+    dom, seeds = plan.claim_domain, tuple(plan.claim_seeds)
+
+    def runs(det, shot=1.0, **tcm):
+        return tuple(plan.config(det, dom, s, shot=shot, data_roots=data_roots, **tcm) for s in seeds)
+
+    specs = [ClaimSpec("i", f"tcm-{h} − {h}", runs(f"tcm-{h}"), runs(h)) for h in plan.claim_heads]
+    shot = float(plan.claim_shot)
+    specs.append(ClaimSpec("ii", f"tcm-dbnet − dbnet at shot {shot:g}", runs("tcm-dbnet", shot), runs("dbnet", shot)))
+    specs.append(ClaimSpec("ii", f"gain at shot {shot:g} − gain with all data", runs("tcm-dbnet", shot),
+                           runs("dbnet", shot), runs("tcm-dbnet"), runs("dbnet")))
+    targets = plan.claim_transfer_domains
+    targets = tuple(d for d in resolve_domains(plan, data_roots) if d != dom) if targets is None else targets
+    for t in targets:
+        test = plan.config("dbnet", t, seeds[0], data_roots=data_roots)
+        specs.append(ClaimSpec("iii", f"tcm-dbnet − dbnet, {dom} → {t}", runs("tcm-dbnet"), runs("dbnet"),
+                               test_on=test))
+    ladders = [ablation_configs(plan, s, dom, data_roots) for s in seeds]
+    for lower, upper in zip(ABLATION_LADDER, ABLATION_LADDER[1:]):
+        specs.append(ClaimSpec("iv", f"{upper} − {lower}", tuple(lad[upper] for lad in ladders),
+                               tuple(lad[lower] for lad in ladders)))
+    return specs
+
+
 # ---------------------------------------------------------------------------------------------------- plan sizes
 
 def _main_of(plan: Plan, domains) -> tuple | None:
@@ -339,6 +391,8 @@ def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
         "04_cross_dataset_transfer": lambda: transfer_configs(plan, domains, seed=seed, data_roots=data_roots),
         "05_plugged_detectors": lambda: detector_configs(plan, domains=_main_of(plan, domains), seed=seed,
                                                          data_roots=data_roots),
+        "06_claims": lambda: [c for sp in claim_specs(plan, data_roots) for g in (sp.method, sp.baseline, sp.method2,
+                                                                                    sp.baseline2) for c in g],
     }
 
 

@@ -144,7 +144,7 @@ def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig
     metrics, todo = {}, []
     for t in targets:
         if _test_key(t) == _test_key(cfg):
-            metrics[_test_key(t)] = result_metrics(result)  # its own test split: the run's result
+            metrics[_test_key(t)] = {**result_metrics(result), "per_image": result.get("per_image")}  # its own
             continue
         path = out_dir / f"{_test_key(t)}.json"
         if path.exists():
@@ -157,7 +157,8 @@ def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig
         for t, path in todo:
             m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False),
                                box_thresh=result.get("box_thresh"))
-            m = {**result_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test")}
+            m = {**result_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test"),
+                 "per_image": m.get("per_image")}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(m, indent=1))
             os.replace(tmp, path)

@@ -8,6 +8,7 @@ puts their numbers in one DataFrame.
     transfer_matrix(transfer_table(plan))      # 04: train on a domain, test on every domain
     detector_table(plan, detectors=[...])      # 05: each detector with and without TCM, each domain
     step0_score_table("cpu")                   # 01: TCM's score map P before any training
+    claims_table(plan)                         # 06: the paper's claims, paired over seeds, with intervals
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import train as T
-from .experiments import (METRICS, STEP0_VARIANTS, ExperimentError, Plan, ablation_configs, as_plan,
+from .experiments import (METRICS, STEP0_VARIANTS, ExperimentError, Plan, ablation_configs, as_plan, claim_specs,
                           detector_configs, few_shot_configs, tau_lambda_configs, transfer_configs)
 from .runs import torch_threads, cross_evaluate, result_metrics, run_dir, run_many
 from .train import TrainConfig
@@ -221,3 +222,30 @@ def paper_main_table() -> pd.DataFrame:
             ("TCM-FCENet vs FCENet", "ICDAR2015", gain, 0.9)]
     rows = [(m, d, k, f"{v:+.1f}" if k == gain else f"{v:.1f}") for m, d, k, v in rows]  # as printed in the paper
     return pd.DataFrame(rows, columns=["method (paper)", "dataset", "metric", "value (paper)"])
+
+
+# ---------------------------------------------------------------------------------------------------- 06 claims
+
+def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, progress: bool = True,
+                 n_boot: int = 2000) -> pd.DataFrame:
+    """One row per comparison of experiments.claim_specs: the paired difference, its intervals over seeds and
+    over test images, and the verdict (tcm_kit.claims). Runs shared with notebooks 02-05 are not retrained."""
+    from .claims import Comparison
+    from .claims import claims_table as rows
+
+    plan = as_plan(plan)
+    specs = claim_specs(plan, data_roots)
+    configs = list({T.run_hash(c): c for sp in specs for g in (sp.method, sp.baseline, sp.method2, sp.baseline2)
+                    for c in g}.values())
+    by_hash = {T.run_hash(c): r for c, r in zip(configs, run_many(plan, configs, "claims", progress))}
+    comparisons = []
+    for sp in specs:
+        groups = []
+        for group in (sp.method, sp.baseline, sp.method2, sp.baseline2):
+            results = [by_hash[T.run_hash(c)] for c in group]
+            if sp.test_on is not None:
+                results = [cross_evaluate(r, c, [sp.test_on])[0] for r, c in zip(results, group)]
+            groups.append(tuple({**r, "seed": c.seed} for r, c in zip(results, group)))
+        comparisons.append(Comparison(sp.claim, sp.label, *groups))
+    return rows(comparisons, n_boot)
+

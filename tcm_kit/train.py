@@ -575,8 +575,9 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
     (default cfg.evaluation.test_size; the validation split, from the training domain, always at
     cfg.evaluation.test_size).
     test_format: the annotation format of test_root (None: detected); the run's own test split is read in
-    cfg.data_format."""
-    from .metrics import best_threshold_sweep, hmean_iou
+    cfg.data_format. per_image: [tp, n_pred, n_gt] of each test image in the split's order (for paired
+    bootstrap intervals over test images, tcm_kit.claims)."""
+    from .metrics import aggregate, best_threshold_sweep, hmean_iou_per_image
 
     lo = min(cfg.evaluation.box_thresholds)
     if box_thresh is None:
@@ -591,9 +592,11 @@ def evaluate_run(model, cfg: TrainConfig, progress: bool = True, device: str = "
     size = size or cfg.evaluation.test_size
     preds, gts = predict_folder(model, test_root, size, device, progress=progress, fmt=test_format, box_thresh=lo)
     kept = [[p for p, s in img if s >= best] for img in preds]
-    m = hmean_iou(kept, gts)
+    per_image = hmean_iou_per_image(kept, gts)
+    m = aggregate(per_image)
     return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "box_thresh": best,
-            "val_hmean": val_hmean, "n_test": len(gts), "test_size": size}
+            "val_hmean": val_hmean, "n_test": len(gts), "test_size": size,
+            "per_image": [[r["tp"], r["n_pred"], r["n_gt"]] for r in per_image]}
 
 
 
