@@ -27,15 +27,20 @@ class ClaimError(ValueError):
 
 @dataclass(frozen=True)
 class Comparison:
-    """One paired comparison: `method` against `baseline`, each a list of result dicts (one per seed, same order);
-    `sign` +1 compares method − baseline; a difference of differences (claim ii) gives `method2`/`baseline2`
-    (the second pair is subtracted: (m − b) − (m2 − b2))."""
+    """One paired comparison, method − baseline, each group one item per seed in the same seed order: the runs'
+    result dicts (or, while it is planned, their TrainConfigs: tcm_kit.experiments.claim_specs). A difference of
+    differences (claim ii) also gives method2 / baseline2: (m − b) − (m2 − b2). test_on: the config of a
+    domain the runs are cross-evaluated on (claim iii), else None."""
     claim: str
     label: str
     method: tuple
     baseline: tuple
     method2: tuple = ()
     baseline2: tuple = ()
+    test_on: object = None
+
+    def groups(self) -> tuple:
+        return (self.method, self.baseline) + ((self.method2, self.baseline2) if self.method2 else ())
 
 
 def dataset_hmean(counts: np.ndarray) -> np.ndarray:
@@ -75,7 +80,7 @@ def _seeds(results: Sequence[dict]) -> tuple:
 
 
 def _groups(c: Comparison) -> list[tuple]:
-    groups = [c.method, c.baseline] + ([c.method2, c.baseline2] if c.method2 else [])
+    groups = list(c.groups())
     seeds = {_seeds(g) for g in groups}
     if len(seeds) != 1 or not groups[0]:
         raise ClaimError(f"{c.label}: runs are not paired by seed: {[_seeds(g) for g in groups]}")

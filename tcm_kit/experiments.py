@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from . import train as T
+from .claims import Comparison
 from .train import TrainConfig
 
 SYNTH_DOMAINS = ("synth-ic15", "synth-td500", "synth-total", "synth-doc")
@@ -330,20 +331,7 @@ def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
 
 # ---------------------------------------------------------------------------------------------------- claims
 
-@dataclass(frozen=True)
-class ClaimSpec:
-    """One comparison of reports/claims.md as configs (one per seed in each group, seed order): method −
-    baseline (− (method2 − baseline2)); test_on: a domain the runs are cross-evaluated on (claim iii)."""
-    claim: str
-    label: str
-    method: tuple
-    baseline: tuple
-    method2: tuple = ()
-    baseline2: tuple = ()
-    test_on: TrainConfig | None = None
-
-
-def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -> list[ClaimSpec]:
+def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -> list[Comparison]:
     """The paper's claims (i)-(iv) as paired comparisons on plan.claim_domain with plan.claim_seeds:
     (i) tcm-<head> − <head> for each of claim_heads; (ii) the gain of tcm-dbnet over dbnet at claim_shot minus
     the gain with all data (and the gain at claim_shot alone); (iii) tcm-dbnet − dbnet trained on claim_domain,
@@ -354,20 +342,20 @@ def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -
     def runs(det, shot=1.0, **tcm):
         return tuple(plan.config(det, dom, s, shot=shot, data_roots=data_roots, **tcm) for s in seeds)
 
-    specs = [ClaimSpec("i", f"tcm-{h} − {h}", runs(f"tcm-{h}"), runs(h)) for h in plan.claim_heads]
+    specs = [Comparison("i", f"tcm-{h} − {h}", runs(f"tcm-{h}"), runs(h)) for h in plan.claim_heads]
     shot = float(plan.claim_shot)
-    specs.append(ClaimSpec("ii", f"tcm-dbnet − dbnet at shot {shot:g}", runs("tcm-dbnet", shot), runs("dbnet", shot)))
-    specs.append(ClaimSpec("ii", f"gain at shot {shot:g} − gain with all data", runs("tcm-dbnet", shot),
+    specs.append(Comparison("ii", f"tcm-dbnet − dbnet at shot {shot:g}", runs("tcm-dbnet", shot), runs("dbnet", shot)))
+    specs.append(Comparison("ii", f"gain at shot {shot:g} − gain with all data", runs("tcm-dbnet", shot),
                            runs("dbnet", shot), runs("tcm-dbnet"), runs("dbnet")))
     targets = plan.claim_transfer_domains
     targets = tuple(d for d in resolve_domains(plan, data_roots) if d != dom) if targets is None else targets
     for t in targets:
         test = plan.config("dbnet", t, seeds[0], data_roots=data_roots)
-        specs.append(ClaimSpec("iii", f"tcm-dbnet − dbnet, {dom} → {t}", runs("tcm-dbnet"), runs("dbnet"),
+        specs.append(Comparison("iii", f"tcm-dbnet − dbnet, {dom} → {t}", runs("tcm-dbnet"), runs("dbnet"),
                                test_on=test))
     ladders = [ablation_configs(plan, s, dom, data_roots) for s in seeds]
     for lower, upper in zip(ABLATION_LADDER, ABLATION_LADDER[1:]):
-        specs.append(ClaimSpec("iv", f"{upper} − {lower}", tuple(lad[upper] for lad in ladders),
+        specs.append(Comparison("iv", f"{upper} − {lower}", tuple(lad[upper] for lad in ladders),
                                tuple(lad[lower] for lad in ladders)))
     return specs
 
@@ -391,8 +379,7 @@ def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
         "04_cross_dataset_transfer": lambda: transfer_configs(plan, domains, seed=seed, data_roots=data_roots),
         "05_plugged_detectors": lambda: detector_configs(plan, domains=_main_of(plan, domains), seed=seed,
                                                          data_roots=data_roots),
-        "06_claims": lambda: [c for sp in claim_specs(plan, data_roots) for g in (sp.method, sp.baseline, sp.method2,
-                                                                                    sp.baseline2) for c in g],
+        "06_claims": lambda: [c for sp in claim_specs(plan, data_roots) for g in sp.groups() for c in g],
     }
 
 

@@ -230,22 +230,22 @@ def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, 
                  n_boot: int = 2000) -> pd.DataFrame:
     """One row per comparison of experiments.claim_specs: the paired difference, its intervals over seeds and
     over test images, and the verdict (tcm_kit.claims). Runs shared with notebooks 02-05 are not retrained."""
-    from .claims import Comparison
+    import dataclasses
+
     from .claims import claims_table as rows
 
     plan = as_plan(plan)
     specs = claim_specs(plan, data_roots)
-    configs = list({T.run_hash(c): c for sp in specs for g in (sp.method, sp.baseline, sp.method2, sp.baseline2)
-                    for c in g}.values())
+    configs = list({T.run_hash(c): c for sp in specs for g in sp.groups() for c in g}.values())
     by_hash = {T.run_hash(c): r for c, r in zip(configs, run_many(plan, configs, "claims", progress))}
-    comparisons = []
-    for sp in specs:
-        groups = []
-        for group in (sp.method, sp.baseline, sp.method2, sp.baseline2):
-            results = [by_hash[T.run_hash(c)] for c in group]
-            if sp.test_on is not None:
-                results = [cross_evaluate(r, c, [sp.test_on])[0] for r, c in zip(results, group)]
-            groups.append(tuple({**r, "seed": c.seed} for r, c in zip(results, group)))
-        comparisons.append(Comparison(sp.claim, sp.label, *groups))
+
+    def results(group, test_on):
+        out = [by_hash[T.run_hash(c)] for c in group]
+        if test_on is not None:
+            out = [cross_evaluate(r, c, [test_on])[0] for r, c in zip(out, group)]
+        return tuple({**r, "seed": c.seed} for r, c in zip(out, group))
+
+    comparisons = [dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
+                                              ("method", "baseline", "method2", "baseline2")}) for sp in specs]
     return rows(comparisons, n_boot)
 
