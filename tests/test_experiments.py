@@ -215,7 +215,9 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
     assert describe.describe_transfer(long).endswith("The detectors transfer equally well here.")
     lifted = long.copy()
     lifted.loc[~lifted["in_domain"] & (lifted["detector"] == "tcm-dbnet"), "hmean"] += 0.02
-    assert "**tcm-dbnet** transfers best (+0.020 over the next)" in describe.describe_transfer(lifted)
+    said = describe.describe_transfer(lifted)
+    assert "tcm-dbnet has the highest mean off its training domain (+0.020 over the next)" in said
+    assert "claim (iii)" in said and "best" not in said  # a one-seed ranking is not stated as a finding
     assert describe.describe_transfer(long[long["in_domain"]]) == "Only one domain: no transfer to measure."
     assert len(plots.plot_transfer_heatmap(long).axes) >= 3
 
@@ -358,3 +360,17 @@ def test_describe_main_computes_the_gain_from_the_table_and_the_paper_figure_fro
     said = describe.describe_main(seeded)
     assert "+0.100 on synth-ic15 (larger than the seed spread" in said and "+0.010 on synth-total (within noise" in said
     assert "2+ seeds: larger than the seed spread on 1 of 2 domains" in said and "one seed" not in said
+
+
+def test_step0_tau_lambda_and_few_shot_sentences_name_no_winner_from_one_seed_or_row_order():
+    labels = list(ex.STEP0_VARIANTS)
+    df = pd.DataFrame({"variant": labels, "P_auc_step0": [0.93, 0.43, 0.69, 0.47, 0.91], "n_images": 60})
+    said = describe.describe_step0(df)
+    assert "the authors' setting 0.430" in said and "the bare prompt 0.930" in said
+    assert describe.describe_step0(df.iloc[::-1].reset_index(drop=True)) == said  # labels, not positions
+    tl = pd.DataFrame({"tau": [0.07, 0.2], "lambda": [1.0, 1.0], "hmean": [0.30, 0.32]})
+    assert "no setting is shown to be better" in describe.describe_tau_lambda(tl)
+    few = pd.DataFrame({"detector": ["dbnet", "tcm-dbnet"] * 2, "shot": [0.1, 0.1, 1.0, 1.0],
+                        "hmean_mean": [0.2, 0.4, 0.5, 0.5], "hmean_std": [0.01] * 4, "n_seeds": [3] * 4})
+    s = describe.describe_few_shot(few)
+    assert "claim (ii)" in s and "as the paper reports" not in s and "+0.200" in s
