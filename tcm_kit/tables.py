@@ -249,3 +249,23 @@ def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, 
                                               ("method", "baseline", "method2", "baseline2")}) for sp in specs]
     return rows(comparisons, n_boot)
 
+
+
+def tcm_setting_table(plan: Plan | str, settings: Mapping[str, dict], baseline: str, seeds: Sequence[int] = (0, 1, 2),
+                      domain: str = "synth-ic15", progress: bool = True, n_boot: int = 2000) -> pd.DataFrame:
+    """tcm-dbnet under each TCM setting (label -> TCMConfig fields) against the `baseline` setting, paired by seed,
+    with the claims' intervals and verdicts (tcm_kit.claims): e.g. the kit's prior init against the authors'."""
+    from .claims import Comparison
+    from .claims import claims_table as rows
+
+    plan = as_plan(plan)
+    runs = {label: tuple(plan.config("tcm-dbnet", domain, s, **tcm) for s in seeds) for label, tcm in settings.items()}
+    configs = [c for group in runs.values() for c in group]
+    results = dict(zip((T.run_hash(c) for c in configs), run_many(plan, configs, "settings", progress)))
+
+    def group(label):
+        return tuple({**results[T.run_hash(c)], "seed": c.seed} for c in runs[label])
+
+    comparisons = [Comparison("setting", f"{label} − {baseline}", group(label), group(baseline))
+                   for label in settings if label != baseline]
+    return rows(comparisons, n_boot)

@@ -374,3 +374,22 @@ def test_step0_tau_lambda_and_few_shot_sentences_name_no_winner_from_one_seed_or
                         "hmean_mean": [0.2, 0.4, 0.5, 0.5], "hmean_std": [0.01] * 4, "n_seeds": [3] * 4})
     s = describe.describe_few_shot(few)
     assert "claim (ii)" in s and "as the paper reports" not in s and "+0.200" in s
+
+
+def test_tcm_setting_table_pairs_each_setting_with_the_baseline_by_seed(fake_train, monkeypatch):
+    def with_counts(cfg, out_dir, progress=True, device=None):  # per-image counts: prior init finds one more word
+        res = real(cfg, out_dir)
+        extra = int(cfg.tcm.prompt_init == "prior")
+        counts = [[2 + extra, 4, 5]] * 10
+        res.update(per_image=counts, hmean=float(claims.dataset_hmean(np.array(counts))))
+        (Path(out_dir) / "result.json").write_text(json.dumps(res))
+        return res
+
+    from tcm_kit import claims
+    real = T.train
+    monkeypatch.setattr(T, "train", with_counts)
+    plan = ex.Plan.for_profile("smoke")
+    df = tables.tcm_setting_table(plan, {"prior": dict(prompt_init="prior"), "official": dict(prompt_init="official")},
+                                  baseline="official", seeds=(0, 1, 2), progress=False, n_boot=100)
+    assert list(df["comparison"]) == ["prior − official"] and df["n_seeds"].iloc[0] == 3
+    assert df["difference"].iloc[0] > 0 and len(fake_train) == 6
