@@ -85,15 +85,20 @@ class PretrainConfig:
     def for_profile(cls, profile: str, **overrides) -> "PretrainConfig":
         """smoke: < 1 min (CI, notebooks under nbval); cpu: a small recipe that re-trains from scratch in minutes;
         release: the recipe of the released embedded CLIP (tcm_kit/weights/, hours on 2 cores, in parts): stage 1
-        (`release-base`, 96-224 px crops) then stage 2 at larger inputs from larger scenes, so that words and
-        clutter are also seen at the pixel sizes of 512 px and 1280 x 720 photos; full: a GPU budget. Precision is not a recipe's: it follows the hardware (tcm_kit.precision)."""
+        (`release-base`, 96-224 px crops), stage 2 (160-288 px inputs from scenes up to 3.5x larger), stage 3
+        (256-384 px inputs), so that words and clutter are also seen at the pixel sizes of 512 px and 1280 x 720
+        photos; full: a GPU budget. Precision is not a recipe's: it follows the hardware (tcm_kit.precision)."""
         release_base = dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=2500, warmup_steps=50)
+        # stage 2 keeps the profile name it was released under (embedded CLIP v2), so that its checkpoint's
+        # config hash is the one stage 3 was trained from
+        release_v2 = dict(sizes=(160, 224, 288), generic_caption_p=0.7, steps=1000, warmup_steps=50, lr=5e-4,
+                          scene_scale=(1.0, 3.5), seed=1, init=cls(profile="release-base", **release_base))
         base = {
             "smoke": dict(steps=80, batch_size=16, sizes=(64, 96), warmup_steps=4),
             "cpu": dict(sizes=(96, 128, 160, 224), generic_caption_p=0.7, steps=1000),
             "release-base": release_base,
-            "release": dict(sizes=(160, 224, 288), generic_caption_p=0.7, steps=1000, warmup_steps=50, lr=5e-4,
-                            scene_scale=(1.0, 3.5), seed=1, init=cls(profile="release-base", **release_base)),
+            "release": dict(sizes=(256, 320, 384), generic_caption_p=0.7, steps=600, warmup_steps=30, lr=3e-4,
+                            scene_scale=(1.0, 2.5), seed=2, init=cls(profile="release", **release_v2)),
             "full": dict(steps=20000, batch_size=256, sizes=(224, 256, 288, 320, 384, 448, 512), warmup_steps=500,
                          lr=5e-4),
         }

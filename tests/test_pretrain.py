@@ -264,8 +264,11 @@ def test_a_second_stage_starts_from_its_init_and_keeps_both_stages_record(tmp_pa
         PretrainConfig.for_profile("smoke", init="release-base")
 
 
-def test_the_release_recipe_is_stage_two_of_release_base():
+def test_the_release_recipe_is_three_stages_from_release_base_with_growing_inputs():
     rel = PretrainConfig.for_profile("release")
-    assert rel.init == PretrainConfig.for_profile("release-base")
-    assert max(rel.sizes) > max(rel.init.sizes) and rel.scene_scale[1] > rel.init.scene_scale[1]
-    assert rel.seed != rel.init.seed  # stage 2 sees other scenes
+    stage2 = rel.init
+    assert stage2.init == PretrainConfig.for_profile("release-base")
+    assert max(rel.sizes) > max(stage2.sizes) > max(stage2.init.sizes)
+    assert stage2.scene_scale[1] > stage2.init.scene_scale[1]
+    assert len({rel.seed, stage2.seed, stage2.init.seed}) == 3  # each stage sees other scenes
+    assert config_hash(rel) == clip.released_clip_info()["config_hash"]  # the recipe of the shipped weights
