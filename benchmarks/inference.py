@@ -23,6 +23,7 @@ AMP_DTYPES = ("auto", "fp32", "bf16", "fp16")
 VARIANTS = {
     "tcm-dbnet [fast]": ("tcm-dbnet", dict(prompt_query="learned")),  # FastTCM's learned query, prompt cached
     "tcm-dbnet [value]": ("tcm-dbnet", dict(dense_attention="value")),  # MaskCLIP's value path
+    "tcm-dbnet [fast, value]": ("tcm-dbnet", dict(prompt_query="learned", dense_attention="value")),  # both
 }
 
 

@@ -51,7 +51,7 @@ def test_gpu_benchmark_script_runs_and_reports_the_device(tmp_path, monkeypatch)
     assert (df["FPS"] - df["batch"] / (df["median ms"] / 1000)).abs().max() < 1e-6 * df["FPS"].max()
 
 
-@pytest.mark.parametrize("variant", ["tcm-dbnet [fast]", "tcm-dbnet [value]"])
+@pytest.mark.parametrize("variant", ["tcm-dbnet [fast]", "tcm-dbnet [value]", "tcm-dbnet [fast, value]"])
 def test_inference_variants_build_the_tcm_option_they_name(variant, monkeypatch):
     inference = importlib.import_module("benchmarks.inference")
     import tcm_kit.detector as det
