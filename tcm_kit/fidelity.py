@@ -38,7 +38,8 @@ ROWS = (
     Row("1", "dense pixel embeddings: full multi-head self-attention over [mean; pixels]", f"{MODELS}:81-115",
         "tcm_kit/clip.py", "def attnpool_full(", "option",
         "default `dense_attention=\"full\"`; \"value\" (MaskCLIP's value path) is the cpu/smoke profiles' choice, "
-        "for its step-0 AUC of the score map with the embedded CLIP (reports/score_map_step0.md)"),
+        "for its step-0 AUC of the score map with the embedded CLIP (reports/score_map_step0.md) and, with the prior "
+        "init, +0.035 hmean [+0.016, +0.053] over the authors' setting in the cpu reproduction (3 seeds, NOTES.md)"),
     Row("1", "positional embedding interpolated bilinearly to the grid", f"{MODELS}:86-89", "tcm_kit/clip.py",
         'emb, glob = attnpool_full(visual.attnpool, s4, pos_mode or "bilinear")', "same",
         "bicubic (open_clip's) only on the value path, which the pre-training and the probe use"),
@@ -51,7 +52,8 @@ ROWS = (
         f"{MODELS}:1034-1038", "tcm_kit/prompts.py", "x = x + cue[:, None, None, :]", "same"),
     Row("2", "contexts trunc_normal std 1", f"{OCRCLIP}:152-153", "tcm_kit/prompts.py",
         'nn.init.trunc_normal_(self.ctx, std=1.0 if init == "official" else 0.02)', "option",
-        "`prompt_init=\"prior\"` (std 0.02 and a zero last LPG layer) in the cpu/smoke profiles, on the step-0 AUC"),
+        "`prompt_init=\"prior\"` (std 0.02 and a zero last LPG layer) in the cpu/smoke profiles, on the step-0 AUC "
+        "and the cpu reproduction's paired seeds (with the value path; see the dense-embeddings row)"),
     Row("2", "language prompt generator LN-Linear-ReLU-LN-Linear, trunc_normal 0.02, biases 0",
         f"{MODELS}:1102-1136", "tcm_kit/prompts.py", "class LanguagePromptGenerator(", "same"),
     Row("3", "context decoder on (use_context_decoder=True in every config)", f"{OCRCLIP}:57",
