@@ -226,18 +226,17 @@ def paper_main_table() -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- 06 claims
 
-def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, progress: bool = True,
+def compare_runs(plan: Plan | str, comparisons: Sequence, desc: str, progress: bool = True,
                  n_boot: int = 2000) -> pd.DataFrame:
-    """One row per comparison of experiments.claim_specs: the paired difference, its intervals over seeds and
-    over test images, and the verdict (tcm_kit.claims). Runs shared with notebooks 02-05 are not retrained."""
+    """Train (or read back) the runs of planned claims.Comparisons of configs, cross-evaluate those with a test_on
+    domain, and return their rows with intervals and verdicts (tcm_kit.claims.claims_table)."""
     import dataclasses
 
     from .claims import claims_table as rows
 
     plan = as_plan(plan)
-    specs = claim_specs(plan, data_roots)
-    configs = list({T.run_hash(c): c for sp in specs for g in sp.groups() for c in g}.values())
-    by_hash = {T.run_hash(c): r for c, r in zip(configs, run_many(plan, configs, "claims", progress))}
+    configs = list({T.run_hash(c): c for sp in comparisons for g in sp.groups() for c in g}.values())
+    by_hash = {T.run_hash(c): r for c, r in zip(configs, run_many(plan, configs, desc, progress))}
 
     def results(group, test_on):
         out = [by_hash[T.run_hash(c)] for c in group]
@@ -245,10 +244,16 @@ def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, 
             out = [cross_evaluate(r, c, [test_on])[0] for r, c in zip(out, group)]
         return tuple({**r, "seed": c.seed} for r, c in zip(out, group))
 
-    comparisons = [dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
-                                              ("method", "baseline", "method2", "baseline2")}) for sp in specs]
-    return rows(comparisons, n_boot)
+    return rows([dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
+                                            ("method", "baseline", "method2", "baseline2")}) for sp in comparisons],
+                n_boot)
 
+
+def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, progress: bool = True,
+                 n_boot: int = 2000) -> pd.DataFrame:
+    """One row per comparison of experiments.claim_specs: the paired difference, its intervals over seeds and
+    over test images, and the verdict (tcm_kit.claims). Runs shared with notebooks 02-05 are not retrained."""
+    return compare_runs(plan, claim_specs(as_plan(plan), data_roots), "claims", progress, n_boot)
 
 
 def tcm_setting_table(plan: Plan | str, settings: Mapping[str, dict], baseline: str, seeds: Sequence[int] = (0, 1, 2),
@@ -256,16 +261,9 @@ def tcm_setting_table(plan: Plan | str, settings: Mapping[str, dict], baseline: 
     """tcm-dbnet under each TCM setting (label -> TCMConfig fields) against the `baseline` setting, paired by seed,
     with the claims' intervals and verdicts (tcm_kit.claims): e.g. the kit's prior init against the authors'."""
     from .claims import Comparison
-    from .claims import claims_table as rows
 
     plan = as_plan(plan)
     runs = {label: tuple(plan.config("tcm-dbnet", domain, s, **tcm) for s in seeds) for label, tcm in settings.items()}
-    configs = [c for group in runs.values() for c in group]
-    results = dict(zip((T.run_hash(c) for c in configs), run_many(plan, configs, "settings", progress)))
-
-    def group(label):
-        return tuple({**results[T.run_hash(c)], "seed": c.seed} for c in runs[label])
-
-    comparisons = [Comparison("setting", f"{label} − {baseline}", group(label), group(baseline))
+    comparisons = [Comparison("setting", f"{label} − {baseline}", runs[label], runs[baseline])
                    for label in settings if label != baseline]
-    return rows(comparisons, n_boot)
+    return compare_runs(plan, comparisons, "settings", progress, n_boot)
