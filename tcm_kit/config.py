@@ -119,6 +119,9 @@ class EvalConfig:
     # and box threshold on it reported, as the official save_best on the test set)
     protocol: str = "val"
     every_epochs: int = 5  # the authors' protocol's evaluation interval (official: evaluation interval=5)
+    # the validation learning curve (out_dir/val_curve.csv: hmean on the validation split at its best box
+    # threshold every val_every steps and at the last step, training unchanged); 0: none
+    val_every: int = 0
 
     def __post_init__(self):
         test = self.test_size if isinstance(self.test_size, tuple) else (self.test_size,)
@@ -126,6 +129,9 @@ class EvalConfig:
             raise TrainConfigError(f"test_size is a long side or a (long, short) pair, got {self.test_size}")
         _whole(every_epochs=self.every_epochs, **{f"test_size[{i}]": v for i, v in enumerate(test)})
         _choose(self, protocol=("val", "authors"))
+        if not isinstance(self.val_every, int) or self.val_every < 0:
+            raise TrainConfigError(f"val_every is a number of steps >= 0 (0: no validation curve), got "
+                                   f"{self.val_every!r}")
         if not self.box_thresholds:
             raise TrainConfigError("box_thresholds is empty")
 
@@ -283,7 +289,7 @@ def _profile_settings(profile: str, family: str) -> dict:
         head = {"dbnet": dict(width=32), "pan": dict(width=32, head="pan_pp"), "fcenet": dict(width=32)}[family]
         return dict(data=dict(num_train=8, num_val=4, num_test=4, image_size=128), aug=dict(train_size=128),
                     optim=dict(batch_size=2, steps=4, warmup_steps=1),
-                    evaluation=dict(test_size=128, box_thresholds=(0.3, 0.6)),
+                    evaluation=dict(test_size=128, box_thresholds=(0.3, 0.6), val_every=2),
                     ckpt_every=2, num_workers=0, head=head,
                     tcm=dict(decoder_width=32, dense_attention="value", prompt_init="prior"))
     if profile == "cpu-plan":
@@ -299,7 +305,7 @@ def _profile_settings(profile: str, family: str) -> dict:
         return dict(data=dict(num_train=200, num_val=50, num_test=200, image_size=320, min_text_px=16.0),
                     aug=dict(train_size=160, scale_range=(1.6, 2.4)),
                     optim=dict(steps=1000, lr=2e-3, warmup_steps=50),
-                    evaluation=dict(test_size=320, box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
+                    evaluation=dict(test_size=320, box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), val_every=100),
                     head=head, tcm=dict(decoder_width=64, dense_attention="value", prompt_init="prior"))
     # full: the official IC15 config (configs/textdet/dbnet/clip_db_r50_fpnc_prompt_gen_vis_1200e_ft_gen_ic15_adam_
     # taiji.py and its bases); steps are set per dataset by the caller: epochs * len(train) / (batch_size * GPUs),

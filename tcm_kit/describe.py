@@ -251,3 +251,21 @@ def describe_claims(df: pd.DataFrame) -> str:
         lines.append(f"- Claim ({claim}), {CLAIM_NAMES.get(claim, claim)}: {tally} over "
                      f"{int(rows['n_seeds'].min())}-{int(rows['n_seeds'].max())} seeds. " + "; ".join(parts) + ".")
     return "\n".join(lines)
+
+
+def describe_plateau(df: pd.DataFrame) -> str:
+    """One line per detector of tables.plateau_table: its validation hmean at the end and whether the curve was
+    still rising over the last part of training (the interval over seeds of that gain)."""
+    if df.empty:
+        return "No run of this plan recorded a validation curve (evaluation.val_every = 0)."
+    lines = []
+    for _, r in df.iterrows():
+        ci = "" if math.isnan(r["gain_ci_lo"]) else f" [{_signed(r['gain_ci_lo'])}, {_signed(r['gain_ci_hi'])}]"
+        lines.append(f"- {r['detector']}: validation hmean {r['val_hmean_end']:.3f} at step {int(r['to_step'])}; "
+                     f"from step {int(r['from_step'])} it moved {_signed(r['gain'])}{ci} over "
+                     f"{int(r['n_seeds'])} seeds: {r['state']}.")
+    rising = df["state"] == "still rising"
+    if rising.any():
+        lines.append(f"- {int(rising.sum())} of {len(df)} detectors were still learning when training stopped: "
+                     "their hmeans, and the differences between them, are those of a budget, not of a plateau.")
+    return "\n".join(lines)

@@ -83,6 +83,8 @@ class Plan:
     # 04 / 05
     domains: tuple = SYNTH_DOMAINS
     detectors: tuple = ("dbnet", "tcm-dbnet")  # few-shot and transfer
+    # 04's training domains (None: every domain, the full matrix); each is tested on every domain
+    transfer_sources: tuple | None = None
     main_detectors: tuple = ("dbnet", "tcm-dbnet", "dbnet-scratch")  # the main table (05)
     main_domains: tuple | None = None  # the main table's domains (None: all of `domains`)
     # the main table trains on whole images instead of train_size crops, at the same pixels per step (batch scaled
@@ -105,14 +107,16 @@ class Plan:
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           claim_seeds=(0, 1), claim_shot=0.25, claim_heads=("dbnet",),
                           small_shot_max=0.25, score_auc_images=4, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 53 distinct runs for 02-06 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
-            # a run, two side by side): the claims' cells with 3 seeds each (06), the few-shot curve at the two
-            # shots the claim compares (3 seeds each), transfer across the four synthetic domains, the main table
-            # on synth-total (the curved domain, where FCENet's polygons meet DBNet's quads) on whole images
+            # 43 distinct runs for 02-06 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
+            # a run, two side by side), nearly all of them the claims' cells on synth-ic15 with 3 seeds each (06):
+            # the few-shot curve at the two shots the claim compares, transfer from synth-ic15 to the other
+            # synthetic domains, the main table on synth-ic15 (seed 0 of the claims' runs, plus the -scratch
+            # detectors)
             "cpu": dict(train_profile="cpu-plan", threads=1, workers=2, taus=(0.07, 0.2), shots=(0.1, 1.0),
+                        transfer_sources=("synth-ic15",),
                         large_shot_seeds=3,
                         aux_weights=(1.0,), small_shot_max=0.1, ablation_extras=False,
-                        main_detectors=ALL_DETECTORS, main_domains=("synth-total",), main_whole_images=True),
+                        main_detectors=ALL_DETECTORS, main_domains=("synth-ic15",)),
             "full": dict(ablation_domain="icdar2015", few_shot_domain="icdar2015", domains=REAL_DOMAINS,
                          main_detectors=ALL_DETECTORS),
         }
@@ -146,6 +150,8 @@ class Plan:
             base = TrainConfig.for_profile(self.run_profile)
             optim["warmup_steps"] = min(base.optim.warmup_steps, max(1, self.steps // 10))
             b["ckpt_every"] = min(base.ckpt_every, max(1, self.steps // 4))
+            if base.evaluation.val_every:  # about 8 points on the validation curve
+                evaluation["val_every"] = max(1, self.steps // 8)
         b.update({k: v for k, v in dict(optim=optim, data=data, aug=aug, evaluation=evaluation).items() if v})
         return b
 
@@ -309,13 +315,23 @@ def few_shot_configs(plan: Plan | str, shots: Sequence[float] | None = None, see
 
 # ---------------------------------------------------------------------------------------------------- 04 transfer
 
+def transfer_sources(plan: Plan | str, domains: Sequence[str]) -> tuple:
+    """04's training domains among `domains`: plan.transfer_sources where given (those present), else all."""
+    plan = as_plan(plan)
+    if plan.transfer_sources is None:
+        return tuple(domains)
+    return tuple(d for d in domains if d in plan.transfer_sources) or tuple(domains)
+
+
 def transfer_configs(plan: Plan | str, domains: Sequence[str] | None = None,
                      detectors: Sequence[str] | None = None, seed: int = 0,
-                     data_roots: Mapping[str, str] | None = None) -> list[TrainConfig]:
+                     data_roots: Mapping[str, str] | None = None, trained: bool = True) -> list[TrainConfig]:
+    """The configs 04 trains (trained=True: on transfer_sources) or tests on (trained=False: every domain)."""
     plan = as_plan(plan)
     domains = resolve_domains(plan, data_roots, domains)
     detectors = _check_detectors(plan.detectors if detectors is None else detectors)
-    return [plan.config(det, dom, seed, data_roots=data_roots) for det in detectors for dom in domains]
+    doms = transfer_sources(plan, domains) if trained else domains
+    return [plan.config(det, dom, seed, data_roots=data_roots) for det in detectors for dom in doms]
 
 
 # ---------------------------------------------------------------------------------------------------- 05 main table
@@ -412,7 +428,7 @@ def plan_summary(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] 
         new = set(hashes) - seen
         seen |= new
         n = len(domains)
-        evals = len(plan.detectors) * n * (n - 1) if nb.startswith("04") else 0
+        evals = len(plan.detectors) * len(transfer_sources(plan, domains)) * (n - 1) if nb.startswith("04") else 0
         rows.append({"notebook": nb, "runs": len(cfgs), "distinct": len(set(hashes)), "new_in_order": len(new),
                      "cross_evals": evals, "note": ""})
     df = pd.DataFrame(rows)

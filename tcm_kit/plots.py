@@ -82,3 +82,23 @@ def plot_claims(df: pd.DataFrame, title: str | None = None):
     ax.set_title(title or "The paper's claims, paired by seed")
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curves(curves: pd.DataFrame, title: str | None = None):
+    """Validation hmean against training step, one line per detector: the mean over seeds, the seeds' range
+    shaded."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for det, g in curves.groupby("detector", sort=False):
+        s = g.groupby("step")["hmean"].agg(["mean", "min", "max"])
+        line, = ax.plot(s.index, s["mean"], marker="o", ms=3, label=det)
+        ax.fill_between(s.index, s["min"], s["max"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation hmean (best box threshold)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(title or "Validation learning curves (mean over seeds, range shaded)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig

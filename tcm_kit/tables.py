@@ -167,16 +167,18 @@ def transfer_table(plan: Plan | str, domains: Sequence[str] | None = None,
                    detectors: Sequence[str] | None = None, seed: int = 0,
                    data_roots: Mapping[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
     """Long table: one row per (detector, train_domain, test_domain) with P/R/hmean; in_domain marks the
-    diagonal. Each detector is trained once per domain and tested on every domain's test split."""
+    diagonal. Each detector is trained once per training domain (plan.transfer_sources, default all) and tested
+    on every domain's test split."""
     plan = as_plan(plan)
     configs = transfer_configs(plan, domains, detectors, seed, data_roots)
+    tests = transfer_configs(plan, domains, detectors, seed, data_roots, trained=False)
     results = run_many(plan, configs, "transfer: train", progress)
     rows = []
     # the cross-domain tests run alone, after training: they get the threads of all workers
     with torch_threads(None if plan.threads is None else plan.threads * max(1, plan.workers)):
         for cfg, r in tqdm(list(zip(configs, results)), desc=f"transfer: test [{plan.profile}]", unit="run",
                            disable=not progress):
-            targets = [c for c in configs if c.detector == cfg.detector]
+            targets = [c for c in tests if c.detector == cfg.detector]
             for t, m in zip(targets, cross_evaluate(r, cfg, targets)):
                 rows.append({"detector": cfg.detector, "train_domain": cfg.domain, "test_domain": t.domain,
                              "in_domain": t.domain == cfg.domain, **result_metrics(m)})
@@ -267,3 +269,42 @@ def tcm_setting_table(plan: Plan | str, settings: Mapping[str, dict], baseline: 
     comparisons = [Comparison("setting", f"{label} − {baseline}", runs[label], runs[baseline])
                    for label in settings if label != baseline]
     return compare_runs(plan, comparisons, "settings", progress, n_boot)
+
+
+def learning_curves(plan: Plan | str, data_roots: Mapping[str, str] | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """The validation learning curves (val_curve.csv, TrainConfig evaluation.val_every) of the claims' (i) runs:
+    each tcm-<head> and <head> on plan.claim_domain, every claim seed. Columns detector, seed, step, hmean (on the
+    validation split at its best box threshold). Empty when the plan's runs record no curve."""
+    plan = as_plan(plan)
+    configs = [c for sp in claim_specs(plan, data_roots) if sp.claim == "i" for g in sp.groups() for c in g]
+    rows = []
+    for cfg, r in zip(configs, run_many(plan, configs, "learning curves", progress)):
+        for point in T.read_val_curve(r.get("run_dir", run_dir(cfg))):
+            rows.append({"detector": cfg.detector, "seed": cfg.seed, "step": point["step"], "hmean": point["hmean"]})
+    return pd.DataFrame(rows, columns=["detector", "seed", "step", "hmean"])
+
+
+def plateau_table(curves: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
+    """Per detector, whether its validation curve has stopped rising: the gain over the last `tail` of training
+    (hmean at the last step − at the last point at or before (1 − tail) of the steps), per seed, with a 95 %
+    t-interval over seeds (tcm_kit.claims.seed_interval). "still rising" when the interval lies above 0,
+    "plateau" otherwise (a fall included); fewer than claims.MIN_SEEDS seeds: "undecided (n seeds)"."""
+    from .claims import MIN_SEEDS, seed_interval
+
+    rows = []
+    for det, g in curves.groupby("detector", sort=False):
+        last = int(g["step"].max())
+        start = int(g.loc[g["step"] <= (1 - tail) * last, "step"].max())
+        gains = []
+        for _, s in g.groupby("seed"):
+            h = s.set_index("step")["hmean"]
+            if last in h.index and start in h.index:
+                gains.append(float(h[last] - h[start]))
+        mean, lo, hi = seed_interval(gains)
+        state = (f"undecided ({len(gains)} seeds)" if len(gains) < MIN_SEEDS or np.isnan(lo)
+                 else "still rising" if lo > 0 else "plateau")
+        rows.append({"detector": det, "n_seeds": len(gains), "from_step": start, "to_step": last,
+                     "val_hmean_end": float(g.loc[g["step"] == last, "hmean"].mean()), "gain": mean,
+                     "gain_ci_lo": lo, "gain_ci_hi": hi, "state": state})
+    return pd.DataFrame(rows)

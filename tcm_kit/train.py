@@ -423,6 +423,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     log_path = out_dir / "log.csv"
     share = cfg.optim.batch_size
     authors = AuthorsProtocol(out_dir, cfg, steps_per_epoch) if cfg.evaluation.protocol == "authors" else None
+    curve = ValCurve(out_dir, cfg, step) if cfg.evaluation.val_every and rank == 0 else None
     bar = tqdm(total=cfg.optim.steps, initial=step, desc=f"train {cfg.detector} [{cfg.profile}]",
                disable=not progress or rank != 0)
     amp = autocast(device)
@@ -445,6 +446,8 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
                 _append_csv(log_path, row)
             bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in row.items() if k.startswith("loss")})
             bar.update(1)
+            if curve is not None and curve.due(step):  # before the checkpoint: a resumed run evaluates again
+                curve.evaluate(model, step, device, progress)
             if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.optim.steps):
                 save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg)
             if authors is not None and authors.due(step):
@@ -500,14 +503,58 @@ class AuthorsProtocol:
         return row
 
 
+class ValCurve:
+    """The validation learning curve (cfg.evaluation.val_every > 0): every val_every steps and at the last step,
+    P/R/hmean on the validation split at its best box threshold, appended to out_dir/val_curve.csv. Training is
+    unchanged (the RNG state is restored after each evaluation); a resumed run drops the rows after the step it
+    resumes from, which it trains again."""
+
+    def __init__(self, out_dir: Path, cfg: TrainConfig, start_step: int):
+        self.path, self.cfg = out_dir / "val_curve.csv", cfg
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+            self.path.unlink()
+            for r in rows:
+                _append_csv(self.path, r)
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.evaluation.val_every == 0 or step == self.cfg.optim.steps
+
+    def evaluate(self, model, step: int, device: str, progress: bool) -> dict:
+        rng = _rng_state()
+        try:
+            row = evaluate_on_split(model, self.cfg, "val", progress=False, device=device)
+        finally:
+            model.train()
+            _set_rng_state(rng)
+        row = {"step": step, **row}
+        _append_csv(self.path, row)
+        return row
+
+
+def read_val_curve(run_dir) -> list[dict]:
+    """The rows of a run's val_curve.csv (step, precision, recall, hmean, box_thresh), [] if it has none."""
+    path = Path(run_dir) / "val_curve.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def evaluate_on_test_split(model, cfg: TrainConfig, progress: bool = True, device: str = "cpu") -> dict:
     """One evaluation of the authors' protocol: P/R/hmean on the test split at the box threshold (among
     cfg.evaluation.box_thresholds) that is best on the test split itself (official eval_hmean: 0.3-0.9, the first
     best)."""
+    return evaluate_on_split(model, cfg, "test", progress, device)
+
+
+def evaluate_on_split(model, cfg: TrainConfig, split: str, progress: bool = True, device: str = "cpu") -> dict:
+    """P/R/hmean on one split at the box threshold (among cfg.evaluation.box_thresholds) best on that split."""
     from .metrics import best_threshold_sweep
 
-    test = split_dataset(cfg, "test", progress, size=cfg.evaluation.test_size, train=False)
-    preds, gts = predict_dataset(model, test, device, progress=progress, box_thresh=min(cfg.evaluation.box_thresholds))
+    data = split_dataset(cfg, split, progress, size=cfg.evaluation.test_size, train=False)
+    preds, gts = predict_dataset(model, data, device, progress=progress, box_thresh=min(cfg.evaluation.box_thresholds))
     best = best_threshold_sweep(preds, gts, thresholds=cfg.evaluation.box_thresholds)["best"]
     return {"precision": best["precision"], "recall": best["recall"], "hmean": best["hmean"],
             "box_thresh": best["threshold"]}

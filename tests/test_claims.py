@@ -86,3 +86,28 @@ def test_claims_table_has_one_row_per_comparison():
     df = C.claims_table([comparison(0.8, 0.4), comparison(0.5, 0.5)], n_boot=200)
     assert list(df["verdict"][:1]) == ["supported"] and len(df) == 2
     assert {"claim", "comparison", "n_seeds", "difference", "seed_ci_lo", "boot_ci_hi", "verdict"} <= set(df)
+
+
+def curves(rise_per_step, seeds=(0, 1, 2), steps=(100, 200, 300, 400), detector="dbnet", noise=0.01):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"detector": detector, "seed": s, "step": t,
+                          "hmean": 0.2 + rise_per_step * t + noise * rng.standard_normal()}
+                         for s in seeds for t in steps])
+
+
+def test_plateau_table_tells_a_rising_curve_from_a_flat_one():
+    import pandas as pd
+
+    from tcm_kit.describe import describe_plateau
+    from tcm_kit.tables import plateau_table
+
+    df = plateau_table(pd.concat([curves(1e-3, detector="rising"), curves(0.0, detector="flat")]))
+    row = df.set_index("detector")
+    assert row.loc["rising", "state"] == "still rising" and row.loc["flat", "state"] == "plateau"
+    assert (row["from_step"] == 300).all() and (row["to_step"] == 400).all()  # the last quarter of 400 steps
+    assert row.loc["rising", "gain"] == pytest.approx(0.1, abs=0.05)
+    text = describe_plateau(df)
+    assert "rising: validation hmean" in text and "1 of 2 detectors were still learning" in text
+    assert plateau_table(curves(1e-3, seeds=(0, 1)))["state"].iloc[0] == "undecided (2 seeds)"

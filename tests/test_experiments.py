@@ -110,18 +110,24 @@ def test_plan_sizes_smoke_is_tiny_and_cpu_has_three_seeds_on_small_shots():
     assert summary.loc["total", "distinct"] == len({run_hash(c) for cs in ex.notebook_configs(cpu).values()
                                                     for c in cs})
     n = len(cpu.domains)
-    assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * n * (n - 1)
-    # the all-data TCM run on synth-ic15 is shared by 02, 03 and 04; 05 trains on whole images, its own runs
+    assert cpu.transfer_sources == (cpu.claim_domain,)  # 04 trains on the claims' domain, tests on all
+    assert summary.loc["04_cross_dataset_transfer", "cross_evals"] == 2 * 1 * (n - 1)
+    # the all-data TCM run on synth-ic15 (seed 0) is shared by every notebook, 06 included
     nb = {k: {run_hash(c) for c in cs} for k, cs in ex.notebook_configs(cpu).items()}
     shared = run_hash(cpu.config("tcm-dbnet", "synth-ic15"))
-    assert all(shared in nb[k] for k in nb if not k.startswith("05"))
-    assert run_hash(cpu.main_config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
-    assert run_hash(cpu.config("tcm-dbnet", "synth-total")) not in nb["05_plugged_detectors"]
+    assert all(shared in nb[k] for k in nb)
+    # 05's runs are the claims' seed-0 runs, but for the randomly initialised baseline
+    assert {c.detector for c in ex.notebook_configs(cpu)["05_plugged_detectors"]
+            if run_hash(c) not in nb["06_claims"]} == {"dbnet-scratch"}
+    # with main_whole_images, 05 trains on whole images: its own runs
+    whole = ex.Plan.for_profile("cpu", main_domains=("synth-total",), main_whole_images=True)
+    nb = {k: {run_hash(c) for c in cs} for k, cs in ex.notebook_configs(whole).items()}
+    assert run_hash(whole.main_config("tcm-dbnet", "synth-total")) in nb["05_plugged_detectors"]
+    assert run_hash(whole.config("tcm-dbnet", "synth-total")) not in nb["05_plugged_detectors"]
 
 
 def test_main_table_on_whole_images_keeps_pixels_per_step_and_text_scale():
-    cpu = ex.Plan.for_profile("cpu")
-    assert cpu.main_whole_images
+    cpu = ex.Plan.for_profile("cpu", main_domains=("synth-total",), main_whole_images=True)
     crop, whole = cpu.config("fcenet", "synth-total", 1), cpu.main_config("fcenet", "synth-total", 1)
     cs, ws = crop.aug.train_size, whole.aug.train_size
     assert (cs, crop.optim.batch_size) == (160, 4) and (ws, whole.optim.batch_size) == (320, 1)
@@ -220,6 +226,13 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
     assert "claim (iii)" in said and "best" not in said  # a one-seed ranking is not stated as a finding
     assert describe.describe_transfer(long[long["in_domain"]]) == "Only one domain: no transfer to measure."
     assert len(plots.plot_transfer_heatmap(long).axes) >= 3
+    one = ex.Plan.for_profile("smoke", transfer_sources=("synth-total",))  # one training domain, tested on all
+    row = tables.transfer_table(one, domains=domains, progress=False)
+    assert len(row) == 2 * 3 and set(row["train_domain"]) == {"synth-total"} and row["in_domain"].sum() == 2
+    assert tables.transfer_matrix(row).shape == (2, 2 + 3 + 1)
+    assert len(fake_train) == 6  # its runs are the matrix's, read back
+    summary = ex.plan_summary(one).set_index("notebook")
+    assert summary.loc["04_cross_dataset_transfer", "runs"] == 2
 
 
 def test_detector_table_gain_and_validation(fake_train):

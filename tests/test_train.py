@@ -155,3 +155,33 @@ def test_image_encoder_gets_its_own_learning_rate(detector, mult):
     assert not encoder_ids & {id(p) for p in rest["params"]}
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(enc["params"]) + len(rest["params"]) == len(trainable)
+
+
+def test_validation_curve_leaves_training_unchanged_and_resumes(tmp_path, monkeypatch):
+    cfg = smoke(optim=dict(steps=4), ckpt_every=2, evaluation=dict(val_every=0))
+    curved = cfg.updated(evaluation=dict(val_every=2))
+    T.fit(cfg, tmp_path / "plain", progress=False)
+    T.fit(curved, tmp_path / "a", progress=False)
+    a, plain = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "plain" / "last.pt")
+    assert all(torch.equal(a[k], plain[k]) for k in a), "the validation evaluations changed the training"
+    assert not (tmp_path / "plain" / "val_curve.csv").exists()
+    rows = T.read_val_curve(tmp_path / "a")
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0 <= r["hmean"] <= 1 and r["box_thresh"] in curved.evaluation.box_thresholds for r in rows)
+
+    real_save = T.save_checkpoint  # killed after step 2's checkpoint, then a stale row of step 3 on disk
+
+    def save_then_die(path, model, optimizer, scheduler, step, cfg_):
+        real_save(path, model, optimizer, scheduler, step, cfg_)
+        raise KeyboardInterrupt(f"killed after step {step}")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(curved, tmp_path / "b", progress=False)
+    with open(tmp_path / "b" / "val_curve.csv", "a") as f:
+        f.write("3,0.5,0.5,0.5,0.3\n")
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    T.fit(curved, tmp_path / "b", progress=False)
+    assert T.read_val_curve(tmp_path / "b") == rows
+    with pytest.raises(T.TrainConfigError, match="val_every"):
+        cfg.updated(evaluation=dict(val_every=-1))
