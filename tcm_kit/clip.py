@@ -429,9 +429,27 @@ def attnpool_dense(pool: AttentionPool2d, x: torch.Tensor, pos_mode: str = "bicu
     wv = pool.v_proj.weight.reshape(heads, dh, C).to(xbar.dtype)
     pooled = torch.einsum("bhc,hdc->bhd", xbar, wv) + pool.v_proj.bias.reshape(heads, dh).to(xbar.dtype)
     glob = pool.c_proj(pooled.reshape(B, C))  # (B, D)
-    dense = pool.c_proj(pool.v_proj(x[:, 1:]))  # (B, hw, D)
+    if torch.is_grad_enabled():
+        dense = pool.c_proj(pool.v_proj(x[:, 1:]))  # (B, hw, D)
+    else:  # inference: c_proj ∘ v_proj as one (D, C) projection, h·w·C·D multiply-adds instead of h·w·C·(C + D)
+        wf, bf = folded_value_projection(pool)
+        dense = F.linear(x[:, 1:], wf.to(x.dtype), bf.to(x.dtype))  # (B, hw, D)
     dense = dense.transpose(1, 2).reshape(B, -1, h, w)  # (B, D, h, w)
     return dense, glob
+
+
+def folded_value_projection(pool: AttentionPool2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) with W x + b = c_proj(v_proj(x)): W = W_c W_v (D, C), b = W_c b_v + b_c, computed in fp32 and kept on
+    the pool until one of the four tensors changes (an optimiser step or load_state_dict bumps its version)."""
+    params = (pool.v_proj.weight, pool.v_proj.bias, pool.c_proj.weight, pool.c_proj.bias)
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cached = pool.__dict__.get("_folded_value_projection")  # a plain attribute: not a parameter, not saved
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            wv, bv, wc, bc = (p.float() for p in params)
+            cached = (key, wc @ wv, wc @ bv + bc)
+        pool.__dict__["_folded_value_projection"] = cached
+    return cached[1], cached[2]
 
 
 def attnpool_full(pool: AttentionPool2d, x: torch.Tensor, pos_mode: str = "bilinear"

@@ -268,4 +268,8 @@ def describe_plateau(df: pd.DataFrame) -> str:
     if rising.any():
         lines.append(f"- {int(rising.sum())} of {len(df)} detectors were still learning when training stopped: "
                      "their hmeans, and the differences between them, are those of a budget, not of a plateau.")
+    open_ = df["state"].str.startswith("undecided")
+    if open_.any():
+        lines.append(f"- For {int(open_.sum())} of {len(df)} detectors the seeds cannot tell a plateau from a "
+                     "rise: a longer run is needed before their hmeans are read as converged.")
     return "\n".join(lines)

@@ -97,6 +97,9 @@ class Plan:
     claim_heads: tuple = ("dbnet", "pan", "fcenet")  # (i): tcm-<head> against <head>
     claim_shot: float = 0.1  # (ii): the gain at this shot against the gain with all data
     claim_transfer_domains: tuple | None = None  # (iii): test domains (None: the plan's others)
+    # the long side real domains' images are tested at (None: the profile's test_size): their words shrink to a
+    # few pixels at a synthetic image's 320 px (an ICDAR2015 photo is 1280 x 720)
+    real_test_size: int | None = None
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
@@ -113,7 +116,7 @@ class Plan:
             # synthetic domains, the main table on synth-ic15 (seed 0 of the claims' runs, plus the -scratch
             # detectors)
             "cpu": dict(train_profile="cpu-plan", threads=1, workers=2, taus=(0.07, 0.2), shots=(0.1, 1.0),
-                        transfer_sources=("synth-ic15",),
+                        transfer_sources=("synth-ic15",), real_test_size=1280,
                         large_shot_seeds=3,
                         aux_weights=(1.0,), small_shot_max=0.1, ablation_extras=False,
                         main_detectors=ALL_DETECTORS, main_domains=("synth-ic15",)),
@@ -164,7 +167,10 @@ class Plan:
         if not domain.startswith("synth-") and root is None:
             raise ExperimentError(f"domain {domain!r} is a real dataset: give its folder in data_roots "
                                   f"(a mapping domain -> folder with train/ [val/] test/)")
-        return TrainConfig.for_profile(self.run_profile, **self.budget(), detector=detector, domain=domain,
+        budget = self.budget()
+        if root is not None and self.real_test_size:
+            budget["evaluation"] = {**budget.get("evaluation", {}), "test_size": self.real_test_size}
+        return TrainConfig.for_profile(self.run_profile, **budget, detector=detector, domain=domain,
                                        data_root=None if root is None else str(root), seed=seed, shot=shot,
                                        **({"tcm": tcm} if tcm else {}))
 

@@ -131,12 +131,14 @@ def _test_key(cfg: TrainConfig) -> str:
     """Identity of a test split (independent of where data_dir() is)."""
     scale = T.text_scale(cfg)
     split = {"domain": cfg.domain, "data_root": cfg.data_root, "num_test": cfg.data.num_test,
-             "image_size": cfg.data.image_size, **({"text_scale": scale} if scale != 1.0 else {})}
+             "image_size": cfg.data.image_size, **({"text_scale": scale} if scale != 1.0 else {}),
+             "test_size": cfg.evaluation.test_size}
     return f"{cfg.domain}-{config_hash(split)}"
 
 
 def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig]) -> list[dict]:
-    """P/R/hmean of a finished run on each target's test split (threshold from the run's own val split).
+    """P/R/hmean of a finished run on each target's test split (threshold from the run's own val split), its
+    images resized to the target's evaluation.test_size (a real domain's may differ from the run's own).
 
     Cached in <run_dir>/transfer/<test key>.json; the model is loaded only when something is missing.
     """
@@ -156,7 +158,8 @@ def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig
         out_dir.mkdir(parents=True, exist_ok=True)
         for t, path in todo:
             m = T.evaluate_run(model, run_cfg, progress=False, test_root=T.split_dir(t, "test", progress=False),
-                               box_thresh=result.get("box_thresh"))
+                               box_thresh=result.get("box_thresh"), size=t.evaluation.test_size,
+                               test_format=t.data_format)
             m = {**result_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test"),
                  "per_image": m.get("per_image")}
             tmp = path.with_suffix(".tmp")

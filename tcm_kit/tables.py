@@ -285,11 +285,15 @@ def learning_curves(plan: Plan | str, data_roots: Mapping[str, str] | None = Non
     return pd.DataFrame(rows, columns=["detector", "seed", "step", "hmean"])
 
 
-def plateau_table(curves: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
+PLATEAU_TOLERANCE = 0.02  # a rise of less than this over the last quarter of training counts as none
+
+
+def plateau_table(curves: pd.DataFrame, tail: float = 0.25, tolerance: float = PLATEAU_TOLERANCE) -> pd.DataFrame:
     """Per detector, whether its validation curve has stopped rising: the gain over the last `tail` of training
     (hmean at the last step − at the last point at or before (1 − tail) of the steps), per seed, with a 95 %
     t-interval over seeds (tcm_kit.claims.seed_interval). "still rising" when the interval lies above 0,
-    "plateau" otherwise (a fall included); fewer than claims.MIN_SEEDS seeds: "undecided (n seeds)"."""
+    "plateau" when it lies below `tolerance` (a fall included), "undecided" when it spans both; fewer than
+    claims.MIN_SEEDS seeds: "undecided (n seeds)"."""
     from .claims import MIN_SEEDS, seed_interval
 
     rows = []
@@ -303,7 +307,7 @@ def plateau_table(curves: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
                 gains.append(float(h[last] - h[start]))
         mean, lo, hi = seed_interval(gains)
         state = (f"undecided ({len(gains)} seeds)" if len(gains) < MIN_SEEDS or np.isnan(lo)
-                 else "still rising" if lo > 0 else "plateau")
+                 else "still rising" if lo > 0 else "plateau" if hi < tolerance else "undecided")
         rows.append({"detector": det, "n_seeds": len(gains), "from_step": start, "to_step": last,
                      "val_hmean_end": float(g.loc[g["step"] == last, "hmean"].mean()), "gain": mean,
                      "gain_ci_lo": lo, "gain_ci_hi": hi, "state": state})

@@ -103,11 +103,14 @@ def test_plateau_table_tells_a_rising_curve_from_a_flat_one():
     from tcm_kit.describe import describe_plateau
     from tcm_kit.tables import plateau_table
 
-    df = plateau_table(pd.concat([curves(1e-3, detector="rising"), curves(0.0, detector="flat")]))
+    df = plateau_table(pd.concat([curves(1e-3, detector="rising"), curves(0.0, detector="flat"),
+                                  curves(0.0, detector="noisy", noise=0.1)]))
     row = df.set_index("detector")
     assert row.loc["rising", "state"] == "still rising" and row.loc["flat", "state"] == "plateau"
+    assert row.loc["noisy", "state"] == "undecided"  # an interval spanning 0 and the tolerance decides nothing
     assert (row["from_step"] == 300).all() and (row["to_step"] == 400).all()  # the last quarter of 400 steps
     assert row.loc["rising", "gain"] == pytest.approx(0.1, abs=0.05)
     text = describe_plateau(df)
-    assert "rising: validation hmean" in text and "1 of 2 detectors were still learning" in text
+    assert "rising: validation hmean" in text and "1 of 3 detectors were still learning" in text
+    assert "For 1 of 3 detectors the seeds cannot tell a plateau from a rise" in text
     assert plateau_table(curves(1e-3, seeds=(0, 1)))["state"].iloc[0] == "undecided (2 seeds)"

@@ -259,3 +259,25 @@ def test_full_attention_global_feature_equals_open_clip_encode_image(tiny):
     assert f.visual_embeddings.shape == (2, 128, 7, 7)
     with pytest.raises(ClipInputError, match="attention"):
         clip.dense_features(tiny, x, attention="mask")
+
+
+def test_value_path_at_inference_folds_its_projections_and_follows_weight_updates(tiny):
+    pool = tiny.visual.attnpool
+    x = torch.randn(2, 1024, 3, 4)
+    train_dense, train_glob = clip.attnpool_dense(pool, x)  # grad enabled: v_proj then c_proj
+    with torch.no_grad():
+        dense, glob = clip.attnpool_dense(pool, x)  # folded into one projection
+        assert torch.allclose(dense, train_dense, atol=1e-4) and torch.equal(glob, train_glob)
+        w, _ = clip.folded_value_projection(pool)
+        assert w.shape == (128, 1024) and clip.folded_value_projection(pool)[0] is w  # cached
+        saved = pool.c_proj.weight.clone()
+        try:
+            pool.c_proj.weight.mul_(2.0)  # an in-place update (as an optimiser step) refreshes the fold
+            assert clip.folded_value_projection(pool)[0] is not w
+            moved, _ = clip.attnpool_dense(pool, x)
+            with torch.enable_grad():
+                ref, _ = clip.attnpool_dense(pool, x)
+            assert torch.allclose(moved, ref, atol=1e-4) and not torch.allclose(moved, dense, atol=1e-3)
+        finally:
+            pool.c_proj.weight.copy_(saved)
+    assert "_folded_value_projection" not in dict(tiny.state_dict())

@@ -184,7 +184,7 @@ def test_few_shot_table_mean_and_std_over_seeds(fake_train):
         ex.few_shot_configs(plan, shots=(0.0,))
 
 
-def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeypatch):
+def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeypatch, tmp_path):
     loads = []
 
     def load_run(run_dir, device="cpu"):
@@ -195,8 +195,12 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
     monkeypatch.setattr(T, "split_dir", lambda cfg, split, progress=True: Path("/fake") / cfg.domain / split)
     thresholds = []
 
-    def evaluate_run(model, cfg, progress=True, device="cpu", test_root=None, box_thresh=None):
+    sizes = []
+
+    def evaluate_run(model, cfg, progress=True, device="cpu", test_root=None, box_thresh=None, size=None,
+                     test_format=None):
         thresholds.append(box_thresh)
+        sizes.append(size)
         return {"precision": 0.1, "recall": 0.1, "hmean": 0.1 if "synth-td500" in str(test_root) else 0.05,
                 "box_thresh": box_thresh, "n_test": 4}
 
@@ -233,6 +237,16 @@ def test_transfer_matrix_shape_diagonal_and_cross_eval_cache(fake_train, monkeyp
     assert len(fake_train) == 6  # its runs are the matrix's, read back
     summary = ex.plan_summary(one).set_index("notebook")
     assert summary.loc["04_cross_dataset_transfer", "runs"] == 2
+    assert set(sizes) == {128}  # synthetic targets: the run's own test size
+    # a real domain is tested at the plan's real_test_size, whatever the run was tested at
+    real = ex.Plan.for_profile("smoke", real_test_size=256)
+    roots = {"icdar2015": str(tmp_path)}
+    target = real.config("dbnet", "icdar2015", data_roots=roots)
+    assert target.evaluation.test_size == 256 and real.config("dbnet", "synth-ic15").evaluation.test_size == 128
+    source = real.config("dbnet", "synth-ic15")
+    [r] = runs.run_many(real, [source], "one", progress=False)
+    runs.cross_evaluate(r, source, [target])
+    assert sizes[-1] == 256
 
 
 def test_detector_table_gain_and_validation(fake_train):
