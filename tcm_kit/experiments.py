@@ -103,14 +103,14 @@ class Plan:
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
-        """smoke: a few runs of seconds each (CI); cpu: 02-05 in about 38 min on 2 cores; full: the paper's
-        setting on real data (give data_roots)."""
+        """smoke: a few runs of seconds each (CI); cpu: 02-06 in about 78 min on 2 cores (reports/NOTES.md);
+        full: the paper's setting on real data (give data_roots)."""
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
                           claim_seeds=(0, 1), claim_shot=0.25, claim_heads=("dbnet",),
                           small_shot_max=0.25, score_auc_images=4, domains=("synth-ic15", "synth-total"), main_detectors=ALL_DETECTORS),
-            # 43 distinct runs for 02-06 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
+            # 41 distinct runs for 02-06 together (see plan_summary) of TrainConfig's cpu-plan profile (1.5-2 min
             # a run, two side by side), nearly all of them the claims' cells on synth-ic15 with 3 seeds each (06):
             # the few-shot curve at the two shots the claim compares, transfer from synth-ic15 to the other
             # synthetic domains, the main table on synth-ic15 (seed 0 of the claims' runs, plus the -scratch
