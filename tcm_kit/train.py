@@ -364,7 +364,12 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
     rank, world = _dist_env()
     if rank != 0:
         return {}
-    result = evaluate_run(model, cfg, progress=progress, device=device)
+    curve = read_val_curve(out_dir) if cfg.evaluation.val_every else []
+    final = curve[-1] if curve and curve[-1]["step"] == cfg.optim.steps else None  # the val split, scored already
+    result = evaluate_run(model, cfg, progress=progress, device=device,
+                          box_thresh=None if final is None else final["box_thresh"])
+    if final is not None:
+        result["val_hmean"] = final["hmean"]
     result.update(config_hash=run_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
                   seed=cfg.seed, profile=cfg.profile, steps=cfg.optim.steps, train_images=n_train,
                   train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
@@ -484,13 +489,8 @@ class AuthorsProtocol:
         return step % self.every == 0 or step == self.cfg.optim.steps
 
     def evaluate(self, model, step: int, device: str, progress: bool) -> dict:
-        rng = _rng_state()
-        try:
-            row = evaluate_on_test_split(model, self.cfg, progress, device)
-        finally:
-            model.train()
-            _set_rng_state(rng)
-        row = {"step": step, "epoch": step / self.steps_per_epoch, **row}
+        row = {"step": step, "epoch": step / self.steps_per_epoch,
+               **_aside(model, lambda: evaluate_on_test_split(model, self.cfg, progress, device))}
         self.state["evaluations"].append(row)
         if self.state["best"] is None or row["hmean"] > self.state["best"]["hmean"]:
             self.state["best"] = row
@@ -522,15 +522,20 @@ class ValCurve:
         return step % self.cfg.evaluation.val_every == 0 or step == self.cfg.optim.steps
 
     def evaluate(self, model, step: int, device: str, progress: bool) -> dict:
-        rng = _rng_state()
-        try:
-            row = evaluate_on_split(model, self.cfg, "val", progress=False, device=device)
-        finally:
-            model.train()
-            _set_rng_state(rng)
-        row = {"step": step, **row}
+        row = {"step": step, **_aside(model, lambda: evaluate_on_split(model, self.cfg, "val", False, device))}
         _append_csv(self.path, row)
         return row
+
+
+def _aside(model, evaluate):
+    """evaluate() during training, leaving the training as it was: the model back in train mode and the RNG
+    state restored, so a run trains the same with or without evaluations."""
+    rng = _rng_state()
+    try:
+        return evaluate()
+    finally:
+        model.train()
+        _set_rng_state(rng)
 
 
 def read_val_curve(run_dir) -> list[dict]:

@@ -185,3 +185,12 @@ def test_validation_curve_leaves_training_unchanged_and_resumes(tmp_path, monkey
     assert T.read_val_curve(tmp_path / "b") == rows
     with pytest.raises(T.TrainConfigError, match="val_every"):
         cfg.updated(evaluation=dict(val_every=-1))
+
+
+def test_a_validation_curve_changes_no_result(tmp_path):
+    plain = smoke(optim=dict(steps=4), evaluation=dict(val_every=0))
+    a = T.train(plain, tmp_path / "plain", progress=False)
+    b = T.train(plain.updated(evaluation=dict(val_every=2)), tmp_path / "curved", progress=False)
+    keys = ("precision", "recall", "hmean", "box_thresh", "val_hmean", "per_image")
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}  # the last curve point stands in for the val pass
+    assert T.read_val_curve(tmp_path / "curved")[-1]["hmean"] == b["val_hmean"]
