@@ -2,7 +2,9 @@
 
     python -m benchmarks.report [--runs DIR ...] [--peers-n 20] [--inference-runs 10] [--threads 1]
 
-Runs, in this order and one at a time: inference latency (benchmarks.inference: every detector at 640 px, dbnet
+Runs, in this order and one at a time: latency ratios against dbnet timed in rounds within one process
+(benchmarks.paired: the tiny CLIP and RN50 at 640 px, with a bootstrap interval), inference latency and peak memory
+(benchmarks.inference: every detector at 640 px, dbnet
 vs tcm-dbnet at the synthetic images' own 320 px, batch 1 and 8, and with the RN50 architecture), TCM's time
 split into its parts (benchmarks.tcm_parts, tiny CLIP and RN50 at 640 px), training
 throughput of every detector at the cpu profile's settings (benchmarks.train_speed), post-processing per image
@@ -24,7 +26,7 @@ import time
 
 import pandas as pd
 
-from benchmarks import inference, metric_speed, peers, postprocess, train_speed
+from benchmarks import inference, metric_speed, paired, peers, postprocess, train_speed
 
 
 def _versions() -> str:
@@ -54,6 +56,23 @@ def inference_table(runs: int, threads: int) -> pd.DataFrame:
                          "batch": r["batch"], "runs": n, "median ms": r["median_ms"], "p90 ms": r["p90_ms"],
                          "ms / image": r["median_ms"] / r["batch"], "x dbnet": r["x_dbnet"],
                          "peak MB": r["peak_rss_mb"], "params M": r["params_m"]})
+    return pd.DataFrame(rows)
+
+
+def paired_table(rounds: int, threads: int) -> pd.DataFrame:
+    """benchmarks.paired, each setting in a child process: the tiny CLIP at 640 px (dbnet, tcm-dbnet) and RN50 at
+    640 px with the variants, batch 1; the per-round ratio to dbnet, its median and 95 % bootstrap interval."""
+    rows = []
+    for arch, dets in (("TCM-RN-tiny", ("dbnet", "tcm-dbnet")), ("RN50", paired.DEFAULT_DETECTORS)):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.paired", "--arch", arch, "--size", "640",
+                              "--rounds", str(rounds), "--threads", str(threads), "--detectors", ";".join(dets),
+                              "--json"], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.paired {arch} failed:\n{out.stderr[-2000:]}")
+        for r in json.loads(out.stdout.strip().splitlines()[-1]):
+            rows.append({"detector": r["detector"], "arch": r["arch"], "size": r["size"], "batch": r["batch"],
+                         "rounds": r["rounds"], "median ms": r["median_ms"], "x dbnet": r["x_dbnet"],
+                         "ci lo": r["ci_lo"], "ci hi": r["ci_hi"], "q1": r["q1"], "q3": r["q3"]})
     return pd.DataFrame(rows)
 
 
@@ -107,6 +126,10 @@ def synth_speed_text(n: int) -> str:
 def ratio_view(tables: dict) -> pd.DataFrame:
     """Every detector figure measured against dbnet in the same run: one row per (benchmark, setting, detector)."""
     rows = []
+    for _, r in tables.get("paired", pd.DataFrame()).iterrows():
+        rows.append({"benchmark": "inference, rounds in one process", "setting": f"{r['arch']}, {r['size']} px, "
+                     f"batch {r['batch']}", "detector": r["detector"], "median ms": r["median ms"],
+                     "x dbnet": r["x dbnet"], "95 % interval": f"{r['ci lo']:.2f}-{r['ci hi']:.2f}"})
     for _, r in tables.get("inference", pd.DataFrame()).iterrows():
         rows.append({"benchmark": "inference (random weights)", "setting": f"{r['arch']}, {r['size']} px, "
                      f"batch {r['batch']}", "detector": r["detector"], "median ms": r["median ms"],
@@ -134,6 +157,7 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default=peers.DEFAULT_SPLIT)
     ap.add_argument("--peers-n", type=int, default=20)
     ap.add_argument("--inference-runs", type=int, default=10)
+    ap.add_argument("--paired-rounds", type=int, default=15)
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--postprocess-images", type=int, default=5)
     ap.add_argument("--metric-images", type=int, default=500)
@@ -141,7 +165,7 @@ def main(argv=None) -> None:
     ap.add_argument("--synth-n", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the inference benchmark")
     ap.add_argument("--skip", default="",
-                    help="comma-separated: inference,tcm_parts,train,postprocess,metric,synth,peers")
+                    help="comma-separated: paired,inference,tcm_parts,train,postprocess,metric,synth,peers")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
     import torch
@@ -175,7 +199,8 @@ def main(argv=None) -> None:
         notes["peers"] = (f"{a.peers_n} images of `{a.split}`, 1 thread, batch 1; see "
                           f"[benchmarks_peers.md](benchmarks_peers.md) for the weights of each row.")
 
-    for name, make, into in (("inference", lambda: inference_table(a.inference_runs, a.threads), tables),
+    for name, make, into in (("paired", lambda: paired_table(a.paired_rounds, a.threads), tables),
+                             ("inference", lambda: inference_table(a.inference_runs, a.threads), tables),
                              ("tcm_parts", lambda: tcm_parts_table(a.inference_runs, a.threads), tables),
                              ("train", lambda: train_table(a.train_steps, a.threads), tables),
                              ("postprocess", lambda: postprocess_table(a.postprocess_images), tables),
@@ -200,6 +225,15 @@ def main(argv=None) -> None:
     ratios = ratio_view(tables)
     if len(ratios):
         lines += ["## Ratio view (against dbnet measured in the same run)", "", _markdown(ratios, 2), ""]
+    if "paired" in tables:
+        lines += ["## Latency ratios in rounds (benchmarks.paired)", "",
+                  f"All of a setting's models in one process (random weights, the papers' neck widths, fp32, "
+                  f"{a.threads} torch thread(s), 2 warm-up rounds); each round times one forward of every model in "
+                  "an order rotated from round to round and divides by dbnet's time in that round. `x dbnet` is the "
+                  "median of the per-round ratios, `ci lo`-`ci hi` its 95 % bootstrap interval over rounds, `q1`-"
+                  "`q3` their quartiles. This is the ratio to quote: the per-process table below measures each "
+                  "model's own peak memory, and its ratio also carries the drift between two processes.", "",
+                  _markdown(tables["paired"], 3), ""]
     if "inference" in tables:
         lines += ["## Inference latency (benchmarks.inference)", "",
                   f"Random weights (the embedded tiny CLIP's architecture TCM-RN-tiny, and RN50), the papers' neck "

@@ -63,3 +63,32 @@ def test_inference_variants_build_the_tcm_option_they_name(variant, monkeypatch)
     assert row["detector"] == variant and row["median_ms"] > 0
     options = inference.VARIANTS[variant][1]
     assert {k: getattr(built[0]["tcm"], k) for k in options} == options
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios_with_an_interval():
+    import numpy as np
+
+    paired = importlib.import_module("benchmarks.paired")
+    rng = np.random.default_rng(0)
+    load = rng.uniform(1.0, 3.0, 40)  # a shared machine: every round slowed by its own factor
+    db = 0.1 * load
+    rows = {r["detector"]: r for r in paired.ratio_summary({"dbnet": db.tolist(), "tcm": (1.2 * db).tolist(),
+                                                            "odd": (db * rng.uniform(1.4, 1.6, 40)).tolist()})}
+    assert rows["dbnet"]["x_dbnet"] == pytest.approx(1.0)
+    assert rows["tcm"]["x_dbnet"] == pytest.approx(1.2) and rows["tcm"]["ci_hi"] - rows["tcm"]["ci_lo"] < 1e-9
+    # the load cancels: the ratio stays at 1.2 although the times spread by 3x
+    assert rows["tcm"]["median_ms"] == pytest.approx(1200 * np.median(db))
+    odd = rows["odd"]
+    assert 1.4 < odd["ci_lo"] < odd["x_dbnet"] < odd["ci_hi"] < 1.6 and odd["q1"] < odd["x_dbnet"] < odd["q3"]
+    with pytest.raises(ValueError, match="rounds must be aligned"):
+        paired.ratio_summary({"dbnet": [1.0, 1.0], "tcm": [1.0]})
+
+
+def test_paired_benchmark_times_every_model_each_round():
+    paired = importlib.import_module("benchmarks.paired")
+    rows = paired.measure(("dbnet", "tcm-dbnet [fast]"), "TCM-RN-tiny", size=64, rounds=3, warmup=1)
+    assert [r["detector"] for r in rows] == ["dbnet", "tcm-dbnet [fast]"]
+    assert all(r["rounds"] == 3 and r["median_ms"] > 0 for r in rows)
+    assert rows[0]["x_dbnet"] == 1.0 and rows[1]["ci_lo"] <= rows[1]["x_dbnet"] <= rows[1]["ci_hi"]
+    with pytest.raises(ValueError, match="must be dbnet"):
+        paired.measure(("tcm-dbnet", "dbnet"), "TCM-RN-tiny", size=64, rounds=1)
