@@ -28,7 +28,7 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
     from tcm_kit.clip import create_clip
     from tcm_kit.data.transforms import TextDetDataset, collate
     from tcm_kit.precision import autocast, precision_for
-    from tcm_kit.train import TrainConfig, build_model, param_groups, split_dir, train_augmentation, train_step
+    from tcm_kit.train import TrainConfig, build_model, build_optimizer, split_dir, train_augmentation, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def measure(detector: str, profile: str, arch: str | None, steps: int, threads: 
     model = build_model(cfg, clip=create_clip(arch, seed=0)).to(device).train()
     data = TextDetDataset(split_dir(cfg, "train", progress=False), size=cfg.aug.train_size, train=True, seed=0,
                           targets=model.target_fn(), aug=train_augmentation(cfg))
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = build_optimizer(model, cfg)  # the optimiser of tcm_kit.train.fit
     amp = autocast(device)
     step_s, data_s = [], []
     for i in range(steps + 2):  # 2 warm-up steps

@@ -163,7 +163,7 @@ class TrainConfig:
     num_workers: int = 2
     # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
     # weights a run starts from are in run_hash already (clip_fingerprint)
-    code_version: int = 13
+    code_version: int = 14
 
     def __post_init__(self):
         family, is_tcm, _ = _family(self.detector)

@@ -90,6 +90,18 @@ def _run_in_worker(job) -> dict:
     return run_one(cfg)
 
 
+# training time of a head's step relative to DBNet's at equal batch and crop (benchmarks.train_speed's `x dbnet`,
+# reports/benchmarks.md): PAN's is the slowest, FCENet's the fastest; TCM adds its text side
+_HEAD_COST = {"dbnet": 1.0, "pan": 1.5, "fcenet": 0.9}
+
+
+def _expected_cost(cfg: TrainConfig) -> float:
+    """A run's training cost in relative units, to start the longest runs first."""
+    family = cfg.detector.removeprefix("tcm-").removesuffix("-scratch")
+    return (cfg.optim.steps * cfg.optim.batch_size * cfg.aug.train_size ** 2 * _HEAD_COST.get(family, 1.0)
+            * (1.15 if cfg.detector.startswith("tcm-") else 1.0))
+
+
 def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bool = True) -> list[dict]:
     """run_one over configs with one tqdm bar; a config repeated in the list is run once. With plan.workers > 1
     the runs not yet finished train in that many spawned processes (results are identical: each run is
@@ -109,6 +121,7 @@ def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bo
         import multiprocessing as mp
 
         _prepare_shared([c for _, c in todo])
+        todo.sort(key=lambda hc: -_expected_cost(hc[1]))  # longest first: the pool's last runs are short ones
         with mp.get_context("spawn").Pool(min(plan.workers, len(todo))) as pool:
             jobs = pool.imap(_run_in_worker, [(cfg, plan.threads) for _, cfg in todo])
             for (h, cfg), r in zip(todo, jobs):

@@ -420,3 +420,12 @@ def test_tcm_setting_table_pairs_each_setting_with_the_baseline_by_seed(fake_tra
                                   baseline="official", seeds=(0, 1, 2), progress=False, n_boot=100)
     assert list(df["comparison"]) == ["prior − official"] and df["n_seeds"].iloc[0] == 3
     assert df["difference"].iloc[0] > 0 and len(fake_train) == 6
+
+
+def test_run_many_starts_the_costliest_runs_first():
+    from tcm_kit.runs import _expected_cost
+
+    cfg = lambda det, **kw: T.TrainConfig.for_profile("smoke", detector=det, **kw)  # noqa: E731
+    order = sorted(["dbnet", "tcm-pan", "fcenet", "pan", "tcm-dbnet"], key=lambda d: -_expected_cost(cfg(d)))
+    assert order == ["tcm-pan", "pan", "tcm-dbnet", "dbnet", "fcenet"]
+    assert _expected_cost(cfg("dbnet", optim=dict(steps=8))) == 2 * _expected_cost(cfg("dbnet", optim=dict(steps=4)))

@@ -161,6 +161,17 @@ def test_prior_table_has_one_row_per_model(tiny):
     assert df["n_pos_cells"][1] + df["n_neg_cells"][1] <= 4 * 3
 
 
+def test_prior_table_probes_a_model_on_fewer_scenes_when_asked(tiny):
+    model, _ = tiny
+    floor = ins.random_clip(model, 3)
+    df = ins.prior_table({"pretrained": model, "random init": floor}, n=6, sizes=((64, 64),), seed=0,
+                         n_for={"random init": 2})
+    assert df["n_images"].tolist() == [6, 2]
+    # the first scenes of the same draw: the floor's figures on 2 scenes are those of a 2-scene probe
+    alone = ins.prior_table({"random init": floor}, n=2, sizes=((64, 64),), seed=0)
+    assert df.iloc[1].drop("model").equals(alone.iloc[0].drop("model"))
+
+
 def test_settings_for_profiles():
     assert all(w > 0 and h > 0 for w, h in ins.settings_for("cpu")["probe_sizes"])
     with pytest.raises(ins.InspectError, match="profile"):
