@@ -17,6 +17,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from . import train as T
+from .detector import head_family
 from .experiments import METRICS, Plan
 from .train import TrainConfig
 from .utils import config_hash, data_dir
@@ -97,9 +98,9 @@ _HEAD_COST = {"dbnet": 1.0, "pan": 1.5, "fcenet": 0.9}
 
 def _expected_cost(cfg: TrainConfig) -> float:
     """A run's training cost in relative units, to start the longest runs first."""
-    family = cfg.detector.removeprefix("tcm-").removesuffix("-scratch")
+    family, is_tcm, _ = head_family(cfg.detector)
     return (cfg.optim.steps * cfg.optim.batch_size * cfg.aug.train_size ** 2 * _HEAD_COST.get(family, 1.0)
-            * (1.15 if cfg.detector.startswith("tcm-") else 1.0))
+            * (1.15 if is_tcm else 1.0))
 
 
 def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bool = True) -> list[dict]:
