@@ -284,10 +284,13 @@ def _set_rng_state(s: dict) -> None:
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
-    """Atomic write: a run killed mid-save keeps its previous checkpoint."""
+    """Atomic write: a run killed mid-save keeps its previous checkpoint. The checkpoint of the last step holds
+    no optimiser or scheduler state (nothing trains on from it), which halves a finished run's folder."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "rng": _rng_state(), "config_hash": run_hash(cfg)}, tmp)
+    state = {"model": model.state_dict(), "step": step, "rng": _rng_state(), "config_hash": run_hash(cfg)}
+    if step < cfg.optim.steps:
+        state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 
@@ -420,9 +423,10 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     if ckpt.exists():
         ck = load_checkpoint(ckpt, cfg)
         model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
         step = ck["step"]
+        if step < cfg.optim.steps:  # the last step's checkpoint has no optimiser state, and needs none
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
         _set_rng_state(ck["rng"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 

@@ -100,6 +100,20 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
     assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == cfg.optim.steps + 1
 
+def test_a_run_killed_after_its_last_step_evaluates_without_training_again(tmp_path, monkeypatch):
+    cfg = smoke(optim=dict(steps=4), ckpt_every=2)
+    first = T.train(cfg, tmp_path / "r", progress=False)
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    assert ck["step"] == 4 and "optimizer" not in ck and "scheduler" not in ck  # nothing trains on from it
+    weights = _weights(tmp_path / "r" / "last.pt")
+    (tmp_path / "r" / "result.json").unlink()  # as if killed during the evaluation
+    monkeypatch.setattr(T, "train_step", lambda *a, **k: pytest.fail("a finished run trained again"))
+    again = T.train(cfg, tmp_path / "r", progress=False)
+    assert again["hmean"] == first["hmean"] and again["per_image"] == first["per_image"]
+    after = _weights(tmp_path / "r" / "last.pt")
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+
+
 
 def test_corrupt_checkpoint_is_named(tmp_path):
     (tmp_path / "r").mkdir()
