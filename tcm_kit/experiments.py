@@ -406,9 +406,17 @@ def _notebook_plans(plan: Plan, seed: int, data_roots, domains) -> dict:
 
 
 def notebook_configs(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] | None = None,
-                     domains: Sequence[str] | None = None) -> dict:
-    """notebook -> the configs it trains (the full-data seed-`seed` runs are shared between notebooks)."""
-    return {nb: make() for nb, make in _notebook_plans(as_plan(plan), seed, data_roots, domains).items()}
+                     domains: Sequence[str] | None = None, available_only: bool = False) -> dict:
+    """notebook -> the configs it trains (the full-data seed-`seed` runs are shared between notebooks).
+    available_only: leave out the notebooks whose runs need data that is not given, instead of raising."""
+    out = {}
+    for nb, make in _notebook_plans(as_plan(plan), seed, data_roots, domains).items():
+        try:
+            out[nb] = make()
+        except ExperimentError:
+            if not available_only:
+                raise
+    return out
 
 
 def plan_summary(plan: Plan | str, seed: int = 0, data_roots: Mapping[str, str] | None = None) -> pd.DataFrame:

@@ -23,8 +23,13 @@ def numbered_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
 
 
 def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out_dir: Path | None = None,
-                  parameters: dict | None = None, progress: bool = True, readme: bool | None = None) -> list[Path]:
+                  parameters: dict | None = None, progress: bool = True, readme: bool | None = None,
+                  train_first: bool | None = None) -> list[Path]:
     """Execute each notebook with papermill (parameters: profile + extras) and return the executed copies.
+
+    train_first: train the Plan's runs of notebooks 02-06 in one pool before the notebooks (runs.train_plan),
+    which then read them back; default: when all the numbered notebooks run with no parameters but the profile
+    (so the notebooks' Plan is Plan.for_profile(profile), seed 0).
 
     readme: copy the headline tables into README.md's results block afterwards (report.update_readme); default:
     when the whole cpu profile ran into the repository's reports/.
@@ -43,6 +48,15 @@ def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out
         print("no numbered notebooks found in notebooks/: nothing to run")
         return []
     params = {"profile": profile, **(parameters or {})}
+    if train_first is None:
+        train_first = not parameters and notebooks == numbered_notebooks()
+    if train_first:
+        from .experiments import Plan
+        from .runs import train_plan
+
+        t0 = time.time()
+        train_plan(Plan.for_profile(profile), progress=progress)
+        tqdm.write(f"the Plan's runs: done in {time.time() - t0:.0f} s")
     executed = []
     bar = tqdm(notebooks, desc=f"reproduce [{profile}]", unit="notebook", disable=not progress)
     for nb in bar:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import train as T
 from .detector import head_family
-from .experiments import METRICS, Plan
+from .experiments import METRICS, Plan, notebook_configs
 from .train import TrainConfig
 from .utils import config_hash, data_dir
 
@@ -137,6 +137,15 @@ def run_many(plan: Plan, configs: Sequence[TrainConfig], desc: str, progress: bo
                 bar.update(1)
     bar.close()
     return [results[T.run_hash(c)] for c in configs]
+
+
+def train_plan(plan: Plan, seed: int = 0, progress: bool = True) -> list[dict]:
+    """Every distinct run of notebooks 02-06 (experiments.notebook_configs) in one run_many pool, longest first,
+    so the notebooks then read their runs back. One pool instead of one per notebook: a pool's workers idle
+    while its last run finishes, once here instead of once per notebook. A notebook whose runs need data
+    that is not given (the full profile's real domains) is left to train its own."""
+    configs = [c for cfgs in notebook_configs(plan, seed, available_only=True).values() for c in cfgs]
+    return run_many(plan, configs, "the Plan's runs", progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ cross-domain tests

@@ -51,3 +51,36 @@ def test_cli_reproduce_runs_the_notebooks_of_its_profile(monkeypatch):
     assert calls == [{"profile": "smoke", "progress": False}]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reproduce", "--profile", "huge"])
+
+
+def test_the_whole_reproduction_trains_the_plan_in_one_pool_before_the_notebooks(tmp_path, monkeypatch):
+    import tcm_kit.reproduce as R
+    import tcm_kit.runs as runs
+
+    order = []
+    nbs = [_notebook(tmp_path / "00_a.ipynb", 'open("ran.txt", "a").write("a")'),
+           _notebook(tmp_path / "01_b.ipynb", 'open("ran.txt", "a").write("b")')]
+    monkeypatch.setattr(R, "numbered_notebooks", lambda folder=None: list(nbs))
+    monkeypatch.setattr(runs, "train_plan", lambda plan, progress=True: order.append(("plan", plan.profile)))
+    run_notebooks("smoke", out_dir=tmp_path / "out", progress=False, readme=False)
+    assert order == [("plan", "smoke")] and (tmp_path / "ran.txt").read_text() == "ab"
+    # a chosen notebook, or parameters beyond the profile (another Plan): the notebooks train their own runs
+    run_notebooks("smoke", notebooks=nbs[:1], out_dir=tmp_path / "out", progress=False, readme=False)
+    run_notebooks("smoke", out_dir=tmp_path / "out", parameters={"seed": 1}, progress=False, readme=False)
+    assert order == [("plan", "smoke")]
+
+
+def test_train_plan_trains_every_distinct_run_of_the_notebooks(monkeypatch):
+    import tcm_kit.runs as runs
+    from tcm_kit import experiments as ex
+    from tcm_kit.train import run_hash
+
+    seen = []
+    monkeypatch.setattr(runs, "run_many", lambda plan, configs, desc, progress=True: seen.append(configs) or [])
+    plan = ex.Plan.for_profile("smoke")
+    runs.train_plan(plan, progress=False)
+    wanted = {run_hash(c) for cfgs in ex.notebook_configs(plan).values() for c in cfgs}
+    assert {run_hash(c) for c in seen[0]} == wanted and len(wanted) > 5
+    runs.train_plan(ex.Plan.for_profile("full"), progress=False)  # no real data given: what can run, no error
+    with pytest.raises(ex.ExperimentError):
+        ex.notebook_configs(ex.Plan.for_profile("full"))
