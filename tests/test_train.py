@@ -100,6 +100,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
     assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == cfg.optim.steps + 1
 
+
 def test_a_run_killed_after_its_last_step_evaluates_without_training_again(tmp_path, monkeypatch):
     cfg = smoke(optim=dict(steps=4), ckpt_every=2)
     first = T.train(cfg, tmp_path / "r", progress=False)
@@ -112,7 +113,6 @@ def test_a_run_killed_after_its_last_step_evaluates_without_training_again(tmp_p
     assert again["hmean"] == first["hmean"] and again["per_image"] == first["per_image"]
     after = _weights(tmp_path / "r" / "last.pt")
     assert all(torch.equal(weights[k], after[k]) for k in weights)
-
 
 
 def test_corrupt_checkpoint_is_named(tmp_path):
