@@ -28,13 +28,15 @@ __all__ = [
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
 
 # per profile: probe scenes for evaluate_prior (n scenes at each (width, height); floor_n of them for the randomly
-# initialised floor, whose AUCs sit near 0.5) and the side of the inspected scenes; cpu and full probe at the sizes
-# of the released CLIP's record; step0_images: test images for the AUC of TCM's score map at step 0
-# (experiments.step0_score_table)
+# initialised floor, whose AUCs sit near 0.5; size_n: fewer scenes at the sizes named there, the first of the same
+# draw) and the side of the inspected scenes; cpu and full probe at the sizes of the released CLIP's record, cpu
+# on 64 scenes above 256 px (a 1280 x 720 scene holds 880 cells but costs 9x a 256 px one); step0_images: test
+# images for the AUC of TCM's score map at step 0 (experiments.step0_score_table)
 PROFILE_SETTINGS = {
-    "smoke": dict(probe_n=32, floor_n=32, probe_sizes=((128, 128),), image_size=256, step0_images=4),
-    "cpu": dict(probe_n=256, floor_n=64, probe_sizes=PROBE_SIZES, image_size=384, step0_images=60),
-    "full": dict(probe_n=256, floor_n=256, probe_sizes=PROBE_SIZES, image_size=512, step0_images=100),
+    "smoke": dict(probe_n=32, floor_n=32, probe_sizes=((128, 128),), size_n={}, image_size=256, step0_images=4),
+    "cpu": dict(probe_n=256, floor_n=64, probe_sizes=PROBE_SIZES, size_n={(512, 512): 64, (1280, 720): 64},
+                image_size=384, step0_images=60),
+    "full": dict(probe_n=256, floor_n=256, probe_sizes=PROBE_SIZES, size_n={}, image_size=512, step0_images=100),
 }
 
 
@@ -350,17 +352,18 @@ def checkpoint_info(clip_weights="embedded") -> dict:
 
 
 def prior_table(models: dict, n: int = 64, sizes=((256, 256),), seed: int = 1234, progress: bool = False,
-                n_for: dict | None = None):
+                n_for: dict | None = None, size_n: dict | None = None):
     """evaluate_prior for each {label: CLIP} at each (width, height) of `sizes`, on the same held-out probe
-    scenes (the first n_for[label] of them where given, else n) -> DataFrame, one row per model and size ("size"
-    as "WxH", the scene count in "n_images")."""
+    scenes (the first min(n_for[label], size_n[(width, height)]) of them where given, else n) -> DataFrame, one
+    row per model and size ("size" as "WxH", the scene count in "n_images")."""
     import pandas as pd
 
     from tcm_kit.probe import evaluate_prior
 
-    n_for = n_for or {}
+    n_for, size_n = n_for or {}, size_n or {}
     rows = [{"model": label, "size": f"{w}x{h}",
-             **evaluate_prior(m, n=n_for.get(label, n), size=(w, h), seed=seed, progress=progress)}
+             **evaluate_prior(m, n=min(n_for.get(label, n), size_n.get((w, h), n)), size=(w, h), seed=seed,
+                              progress=progress)}
             for label, m in models.items() for w, h in sizes]
     return pd.DataFrame(rows)
 

@@ -172,6 +172,16 @@ def test_prior_table_probes_a_model_on_fewer_scenes_when_asked(tiny):
     assert df.iloc[1].drop("model").equals(alone.iloc[0].drop("model"))
 
 
+def test_prior_table_probes_fewer_scenes_at_a_size_when_asked(tiny):
+    model, _ = tiny
+    floor = ins.random_clip(model, 3)
+    df = ins.prior_table({"pretrained": model, "random init": floor}, n=6, sizes=((64, 64), (96, 64)), seed=0,
+                         n_for={"random init": 4}, size_n={(96, 64): 3})
+    assert df["n_images"].tolist() == [6, 3, 4, 3]
+    alone = ins.prior_table({"pretrained": model}, n=3, sizes=((96, 64),), seed=0)
+    assert df.iloc[1].equals(alone.iloc[0])
+
+
 def test_settings_for_profiles():
     assert all(w > 0 and h > 0 for w, h in ins.settings_for("cpu")["probe_sizes"])
     with pytest.raises(ins.InspectError, match="profile"):
