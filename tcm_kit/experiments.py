@@ -103,7 +103,7 @@ class Plan:
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
-        """smoke: a few runs of seconds each (CI); cpu: the 41 runs of 02-06 in about 60 min on 2 cores
+        """smoke: a few runs of seconds each (CI); cpu: the 41 runs of 02-06 in about 63 min on 2 cores
         (reports/NOTES.md); full: the paper's setting on real data (give data_roots)."""
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
