@@ -103,8 +103,8 @@ class Plan:
 
     @classmethod
     def for_profile(cls, profile: str = "cpu", **overrides) -> "Plan":
-        """smoke: a few runs of seconds each (CI); cpu: the 41 runs of 02-06 in about 63 min on 2 cores
-        (reports/NOTES.md); full: the paper's setting on real data (give data_roots)."""
+        """smoke: a few runs of seconds each (CI); cpu: the 41 runs of 02-06 (their time on 2 cores is in
+        reports/NOTES.md); full: the paper's setting on real data (give data_roots)."""
         base = {
             # TrainConfig smoke: 8 train / 4 val / 4 test images of 128 px, 4 steps: ~5 s a run
             "smoke": dict(threads=1, taus=(0.07, 0.2), aux_weights=(1.0,), shots=(0.25, 1.0), seeds=(0, 1),
