@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tcm-kit-installed
 PROFILE ?= cpu
+# training precision of `make reproduce`: auto (bf16 where the CPU has it natively, else fp32), fp32 or bf16
+PRECISION ?=
 
-.PHONY: install test reproduce lab bench bench-gpu clean-venv
+.PHONY: install test test-precision reproduce lab bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -25,9 +27,17 @@ test: install
 	  TCM_KIT_PROFILE=smoke TCM_KIT_REPORTS=$$(mktemp -d) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
 	else echo "no notebooks yet"; fi
 
+# The tests whose code paths depend on the training precision, once as on a CPU with native bf16 and once as on one
+# without (TCM_KIT_NATIVE_BF16 overrides what the CPU flags say; the arithmetic stays the host's, emulated bf16
+# where it is not native), so CI on either hardware class also checks the other's decisions.
+PRECISION_TESTS := tests/test_precision.py tests/test_pretrain.py tests/test_train.py tests/test_experiments.py tests/test_claims.py
+test-precision: install
+	TCM_KIT_NATIVE_BF16=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PRECISION_TESTS)
+	TCM_KIT_NATIVE_BF16=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(PRECISION_TESTS)
+
 # Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.
 reproduce: install
-	$(BIN)/tcm-kit reproduce --profile $(PROFILE)
+	$(BIN)/tcm-kit reproduce --profile $(PROFILE) $(if $(PRECISION),--precision $(PRECISION))
 
 # --allow-root where the user is root (containers); JupyterLab refuses to start as root without it.
 lab: install

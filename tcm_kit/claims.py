@@ -6,6 +6,7 @@ tested on the same images. Two intervals are computed:
   - a paired bootstrap over test images: each replicate draws one set of test images (with replacement) for all
     runs of the comparison, recomputes every run's dataset hmean from its per-image counts, and averages the
     per-seed differences (test-sampling noise); the 2.5 and 97.5 percentiles.
+Runs of one comparison must share their precision (a result's "amp": bf16 or fp32, fp32 where unrecorded).
 The verdict is "supported" when both intervals lie above 0, "contradicted" when both lie below, else
 "inconclusive"; with fewer than MIN_SEEDS seeds it is "inconclusive (n seeds)" whatever the intervals say.
 """
@@ -84,6 +85,10 @@ def _groups(c: Comparison) -> list[tuple]:
     seeds = {_seeds(g) for g in groups}
     if len(seeds) != 1 or not groups[0]:
         raise ClaimError(f"{c.label}: runs are not paired by seed: {[_seeds(g) for g in groups]}")
+    precisions = sorted({str(r.get("amp", "fp32")) for g in groups for r in g})
+    if len(precisions) > 1:  # bf16 and fp32 round differently: their difference is not the methods'
+        raise ClaimError(f"{c.label}: runs trained in different precisions ({', '.join(precisions)}) cannot be "
+                         f"paired; train them all in one (TCM_KIT_PRECISION=fp32 or bf16)")
     return groups
 
 

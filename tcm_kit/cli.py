@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .config import PROFILES
 from .data.formats import FORMATS
+from .precision import ENV, PRECISIONS, requested_precision
 
 
 def _cmd_reproduce(args) -> int:
@@ -133,6 +135,12 @@ def _add_train_args(t) -> None:
     t.add_argument("--lr", type=float, default=None)
 
 
+def _add_precision_arg(parser) -> None:
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                        help="training precision: auto (bf16 where the hardware has it natively, else fp32; the "
+                             "default), fp32 or bf16; sets TCM_KIT_PRECISION for this command and its workers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcm-kit", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -140,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="run the numbered notebooks headless and regenerate reports/")
     r.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    _add_precision_arg(r)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_cmd_reproduce)
 
@@ -157,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a detector (resumes a run in --out; a finished run is not retrained)")
     _add_train_args(t)
     t.add_argument("--out", required=True, help="run folder")
+    _add_precision_arg(t)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -186,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many steps in total (resumable), to train in parts")
     c.add_argument("--export", action="store_true",
                    help="then write it as the released embedded CLIP (tcm_kit/weights/, fp16, hashed, probed)")
+    _add_precision_arg(c)
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_pretrain)
     return p
@@ -200,7 +211,10 @@ def _is_kit_error(e: BaseException) -> bool:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "precision", None):  # through the environment: pool workers and notebook kernels inherit it
+        os.environ[ENV] = args.precision
     try:
+        requested_precision()  # a bad TCM_KIT_PRECISION is one line before any work, not a traceback mid-run
         return args.func(args)
     except Exception as e:  # noqa: BLE001 - only the kit's own families are turned into one line
         if args.debug or not _is_kit_error(e):

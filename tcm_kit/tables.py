@@ -232,9 +232,15 @@ def compare_runs(plan: Plan | str, comparisons: Sequence, desc: str, progress: b
                  n_boot: int = 2000) -> pd.DataFrame:
     """Train (or read back) the runs of planned claims.Comparisons of configs, cross-evaluate those with a test_on
     domain, and return their rows with intervals and verdicts (tcm_kit.claims.claims_table)."""
-    import dataclasses
-
     from .claims import claims_table as rows
+
+    return rows(resolve_comparisons(plan, comparisons, desc, progress), n_boot)
+
+
+def resolve_comparisons(plan: Plan | str, comparisons: Sequence, desc: str, progress: bool = True) -> list:
+    """Planned claims.Comparisons of configs -> the same Comparisons of the runs' result dicts (trained or read
+    back, cross-evaluated on test_on where given), each with its seed and training precision."""
+    import dataclasses
 
     plan = as_plan(plan)
     configs = list({T.run_hash(c): c for sp in comparisons for g in sp.groups() for c in g}.values())
@@ -244,11 +250,10 @@ def compare_runs(plan: Plan | str, comparisons: Sequence, desc: str, progress: b
         out = [by_hash[T.run_hash(c)] for c in group]
         if test_on is not None:
             out = [cross_evaluate(r, c, [test_on])[0] for r, c in zip(out, group)]
-        return tuple({**r, "seed": c.seed} for r, c in zip(out, group))
+        return tuple({**r, "seed": c.seed, "amp": by_hash[T.run_hash(c)].get("amp")} for r, c in zip(out, group))
 
-    return rows([dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
-                                            ("method", "baseline", "method2", "baseline2")}) for sp in comparisons],
-                n_boot)
+    return [dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
+                                       ("method", "baseline", "method2", "baseline2")}) for sp in comparisons]
 
 
 def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, progress: bool = True,

@@ -32,19 +32,25 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, TrainConfigError
-from .precision import autocast, precision_for
+from .precision import autocast, default_device, precision_for
 from .utils import config_hash, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
-def run_hash(cfg: TrainConfig) -> str:
+def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None) -> str:
     """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
-    starts from (tcm_kit.clip.clip_fingerprint) and, for a real domain, of its data folder's manifest
-    (data_fingerprint), so a new CLIP checkpoint or an edited dataset never reuses a run trained on another."""
+    starts from (tcm_kit.clip.clip_fingerprint), for a real domain of its data folder's manifest
+    (data_fingerprint), and of the precision it trains in (`precision`, else tcm_kit.precision.precision_for
+    `device`, None: the default device) when that is bf16. So a new CLIP checkpoint or an edited dataset never reuses a run trained on another, and a bf16 run is
+    never read back for fp32 or the other way round: both can sit in one cache. An fp32 run's key has no
+    precision field, so it is the key the kit gave before precision could be chosen (the committed reports'
+    runs were fp32)."""
     from .clip import clip_fingerprint
 
     extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
     if cfg.data_root is not None:
         extra["data_fingerprint"] = data_fingerprint(cfg.data_root)
+    if (precision or precision_for(device)) == "bf16":
+        extra["precision"] = "bf16"
     return config_hash({**run_fields(cfg), **extra})
 
 
@@ -283,11 +289,13 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig,
+                    device: str | None = None) -> None:
     """Atomic write: a run killed mid-save keeps its previous checkpoint. The checkpoint of the last step holds
     no optimiser or scheduler state (nothing trains on from it), which halves a finished run's folder."""
     tmp = path.with_suffix(".tmp")
-    state = {"model": model.state_dict(), "step": step, "rng": _rng_state(), "config_hash": run_hash(cfg)}
+    state = {"model": model.state_dict(), "step": step, "rng": _rng_state(), "config_hash": run_hash(cfg, device),
+             "precision": precision_for(device)}
     if step < cfg.optim.steps:
         state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save(state, tmp)
@@ -298,15 +306,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (corrupt, or written by another config)."""
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
+def load_checkpoint(path: Path, cfg: TrainConfig, device: str | None = None, any_precision: bool = False) -> dict:
+    """The checkpoint at `path`, checked to be `cfg`'s in the precision this process trains in on `device`
+    (any_precision: in either precision, for evaluation and prediction, which run in fp32 whatever trained)."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
-    if ck.get("config_hash") != run_hash(cfg):
-        raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {run_hash(cfg)}; "
+    want = run_hash(cfg, device)
+    if any_precision and ck.get("config_hash") in {run_hash(cfg, precision=p) for p in ("fp32", "bf16")}:
+        return ck
+    if ck.get("config_hash") != want:
+        other = {run_hash(cfg, precision=p): p for p in ("fp32", "bf16")}.get(ck.get("config_hash"))
+        if other is not None:
+            raise CheckpointError(f"{path}: this run trained in {other} and this process trains in "
+                                  f"{precision_for(device)}; a run never mixes precisions: set "
+                                  f"TCM_KIT_PRECISION={other} to resume it, or use another --out folder")
+        raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {want}; "
                               f"use another --out folder")
     return ck
+
+
+def _other_run(out_dir: Path, result: dict, cfg: TrainConfig, device: str) -> str:
+    """The message for a finished run in out_dir that is not cfg's in this precision."""
+    if result.get("config_hash") in {run_hash(cfg, precision=p) for p in ("fp32", "bf16")}:
+        return (f"{out_dir} holds this config's finished run in {result.get('amp')}, and this process trains in "
+                f"{precision_for(device)}; a run never mixes precisions: set TCM_KIT_PRECISION="
+                f"{result.get('amp')} to read it back, or use another out folder")
+    return f"{out_dir} holds a finished run of another config; use another out folder"
 
 
 # ---------------------------------------------------------------------------------------------------- DDP
@@ -355,13 +382,14 @@ def _run_lock(out_dir: Path, rank: int):
 
 
 def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str | None) -> dict:
+    device = device or default_device()
+    key = run_hash(cfg, device)
     done = out_dir / "result.json"
     if done.exists():  # a finished run is returned, never retrained
         result = json.loads(done.read_text())
-        if result.get("config_hash") == run_hash(cfg):
+        if result.get("config_hash") == key:
             return result
-        raise CheckpointError(f"{out_dir} holds a finished run of another config; use another out folder")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise CheckpointError(_other_run(out_dir, result, cfg, device))
     t0 = time.time()
     model, n_train = fit(cfg, out_dir, progress=progress, device=device)
     train_time = time.time() - t0
@@ -374,7 +402,7 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
                           box_thresh=None if final is None else final["box_thresh"])
     if final is not None:
         result["val_hmean"] = final["hmean"]
-    result.update(config_hash=run_hash(cfg), detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
+    result.update(config_hash=key, detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
                   seed=cfg.seed, profile=cfg.profile, steps=cfg.optim.steps, train_images=n_train,
                   train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
     if cfg.evaluation.protocol == "authors":  # beside the kit's figure, never in its place
@@ -421,7 +449,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     step = 0
     ckpt = out_dir / "last.pt"
     if ckpt.exists():
-        ck = load_checkpoint(ckpt, cfg)
+        ck = load_checkpoint(ckpt, cfg, device)
         model.load_state_dict(ck["model"])
         step = ck["step"]
         if step < cfg.optim.steps:  # the last step's checkpoint has no optimiser state, and needs none
@@ -459,7 +487,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
             if curve is not None and curve.due(step):  # before the checkpoint: a resumed run evaluates again
                 curve.evaluate(model, step, device, progress)
             if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.optim.steps):
-                save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg)
+                save_checkpoint(ckpt, model, optimizer, scheduler, step, cfg, device)
             if authors is not None and authors.due(step):
                 if rank == 0:
                     authors.evaluate(model, step, device, progress)
@@ -684,7 +712,7 @@ def load_run(run_dir, device: str = "cpu"):
     if not ckpt.exists():
         raise CheckpointError(f"{ckpt} not found: {run_dir} is not a (started) tcm-kit training run")
     model = build_model(cfg, progress=False)
-    ck = load_checkpoint(ckpt, cfg)
+    ck = load_checkpoint(ckpt, cfg, any_precision=True)
     model.load_state_dict(ck["model"])
     done = run_dir / "result.json"
     if not done.exists():

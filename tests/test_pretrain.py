@@ -122,8 +122,10 @@ def test_bf16_pretraining_is_deterministic_and_keeps_fp32_weights(tmp_path, monk
     from tcm_kit import precision
 
     cfg = PretrainConfig.for_profile("smoke", **TINY)
+    monkeypatch.setenv("TCM_KIT_PRECISION", "fp32")  # whatever the host has
     f = pretrain.pretrain(cfg, tmp_path / "f.pt", progress=False, workers=0)
-    monkeypatch.setattr(precision, "_native_cpu_bf16", lambda: True)  # a CPU with native bf16
+    monkeypatch.setenv("TCM_KIT_PRECISION", "auto")
+    monkeypatch.setattr(precision, "_native_cpu_bf16", lambda: True)  # a CPU with native bf16 decides bf16
     a = pretrain.pretrain(cfg, tmp_path / "a.pt", progress=False, workers=0)
     b = pretrain.pretrain(cfg, tmp_path / "b.pt", progress=False, workers=0)
     (sd_a, kit_a), (sd_b, _), (sd_f, kit_f) = _weights(a), _weights(b), _weights(f)

@@ -13,11 +13,11 @@ from tcm_kit.report import README_END, README_START, Stamp, save_figure, save_ta
 def test_table_and_figure_are_stamped_and_indexed(tmp_path, monkeypatch):
     monkeypatch.setenv("TCM_KIT_REPORTS", str(tmp_path))
     df = pd.DataFrame({"detector": ["dbnet", "tcm-dbnet"], "hmean": [0.5, 0.625]})
-    stamp = Stamp(profile="smoke", seeds=(0, 1), wall_seconds=12.3, commit="abc123")
+    stamp = Stamp(profile="smoke", seeds=(0, 1), wall_seconds=12.3, commit="abc123", precision="fp32")
     paper = pd.DataFrame({"detector": ["tcm-dbnet"], "hmean": [0.888]})
     md = save_table(df, "main_table", "Main table", stamp, paper=paper)
     text = md.read_text()
-    assert "profile `smoke`, seeds 0,1, commit `abc123`" in text
+    assert "profile `smoke`, precision fp32, seeds 0,1, commit `abc123`" in text
     assert "| tcm-dbnet | 0.625 |" in text
     assert "The paper's figures" in text and "0.888" in text
     assert pd.read_csv(tmp_path / "main_table.csv")["hmean"].tolist() == [0.5, 0.625]

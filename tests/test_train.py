@@ -85,8 +85,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     real_save = T.save_checkpoint
 
-    def save_then_die(path, model, optimizer, scheduler, step, cfg_):
-        real_save(path, model, optimizer, scheduler, step, cfg_)
+    def save_then_die(path, model, optimizer, scheduler, step, cfg_, device=None):
+        real_save(path, model, optimizer, scheduler, step, cfg_, device)
         raise KeyboardInterrupt(f"killed after step {step}")
 
     monkeypatch.setattr(T, "save_checkpoint", save_then_die)
@@ -185,8 +185,8 @@ def test_validation_curve_leaves_training_unchanged_and_resumes(tmp_path, monkey
 
     real_save = T.save_checkpoint  # killed after step 2's checkpoint, then a stale row of step 3 on disk
 
-    def save_then_die(path, model, optimizer, scheduler, step, cfg_):
-        real_save(path, model, optimizer, scheduler, step, cfg_)
+    def save_then_die(path, model, optimizer, scheduler, step, cfg_, device=None):
+        real_save(path, model, optimizer, scheduler, step, cfg_, device)
         raise KeyboardInterrupt(f"killed after step {step}")
 
     monkeypatch.setattr(T, "save_checkpoint", save_then_die)
