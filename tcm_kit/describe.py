@@ -239,7 +239,8 @@ CLAIM_NAMES = {"i": "TCM lifts the plugged detector", "ii": "the gain grows as l
 
 def describe_claims(df: pd.DataFrame) -> str:
     """One line per claim of tables.claims_table, from its rows' verdicts (tcm_kit.claims): how many comparisons
-    the intervals support, contradict or leave open, with each comparison's difference and seed interval."""
+    the corrected tests support, contradict or leave open, with each comparison's difference and seed interval,
+    and for an inconclusive one the smallest effect it could have detected."""
     lines = []
     for claim, rows in df.groupby("claim", sort=False):
         counts = rows["verdict"].str.split(" ").str[0].value_counts()
@@ -247,9 +248,14 @@ def describe_claims(df: pd.DataFrame) -> str:
         parts = []
         for _, r in rows.iterrows():
             ci = ("" if math.isnan(r["seed_ci_lo"]) else f" [{_signed(r['seed_ci_lo'])}, {_signed(r['seed_ci_hi'])}]")
-            parts.append(f"{r['comparison']} {_signed(r['difference'])}{ci} ({r['verdict']})")
+            rules_out = ("" if r["verdict"] != "inconclusive" or math.isnan(r["detectable"])
+                         else f", an effect of ±{r['detectable']:.3f} or more would have shown")
+            parts.append(f"{r['comparison']} {_signed(r['difference'])}{ci} ({r['verdict']}{rules_out})")
         lines.append(f"- Claim ({claim}), {CLAIM_NAMES.get(claim, claim)}: {tally} over "
                      f"{int(rows['n_seeds'].min())}-{int(rows['n_seeds'].max())} seeds. " + "; ".join(parts) + ".")
+    if len(df) and "family" in df:
+        lines.append(f"\nVerdicts after Holm–Bonferroni over the table's {int(df['family'].max())} comparisons "
+                     f"(family-wise error 5 %); the detectable effect is at 80 % power.")
     return "\n".join(lines)
 
 

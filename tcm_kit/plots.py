@@ -63,8 +63,8 @@ def plot_transfer_heatmap(long: pd.DataFrame, metric: str = "hmean", title: str 
 
 
 def plot_claims(df: pd.DataFrame, title: str | None = None):
-    """Each comparison's difference with its interval over seeds (thick) and over test images (thin), coloured
-    by verdict; the zero line is "no effect"."""
+    """Each comparison's difference with its 95 % interval over seeds (thick) and from the hierarchical bootstrap
+    over seeds and test images (thin), coloured by its Holm-corrected verdict; the zero line is "no effect"."""
     import matplotlib.pyplot as plt
 
     colour = {"supported": "tab:green", "contradicted": "tab:red"}
@@ -72,13 +72,13 @@ def plot_claims(df: pd.DataFrame, title: str | None = None):
     y = np.arange(len(df))[::-1]
     for yi, (_, r) in zip(y, df.iterrows()):
         c = colour.get(r["verdict"], "tab:gray")
-        ax.plot([r["boot_ci_lo"], r["boot_ci_hi"]], [yi, yi], color=c, lw=1)
+        ax.plot([r["hboot_ci_lo"], r["hboot_ci_hi"]], [yi, yi], color=c, lw=1)
         if np.isfinite(r["seed_ci_lo"]):
             ax.plot([r["seed_ci_lo"], r["seed_ci_hi"]], [yi, yi], color=c, lw=4, alpha=0.6)
         ax.plot(r["difference"], yi, "o", color=c)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, [f"({r['claim']}) {r['comparison']}" for _, r in df.iterrows()], fontsize=8)
-    ax.set_xlabel("hmean difference (95 % interval: thick over seeds, thin over test images)")
+    ax.set_xlabel("hmean difference (95 % intervals: thick over seeds, thin over seeds and test images)")
     ax.set_title(title or "The paper's claims, paired by seed")
     fig.tight_layout()
     return fig

@@ -73,10 +73,11 @@ def precision_tables(plan: Plan | str, precisions=("fp32", "bf16"), progress: bo
         seconds[p] = float(sum(r.get("train_seconds", 0.0) for r in results))
     a, b = precisions
 
+    tables = {p: C.claims_table(resolved[p], n_boot) for p in precisions}  # each precision's own family
     rows = []
-    for sa, sb in zip(resolved[a], resolved[b]):
+    for k, (sa, sb) in enumerate(zip(resolved[a], resolved[b])):
         da, db = C.per_seed_differences(sa), C.per_seed_differences(sb)
-        ra, rb = C.claim_row(sa, n_boot), C.claim_row(sb, n_boot)
+        ra, rb = tables[a].iloc[k], tables[b].iloc[k]
         sd = float(np.std(da, ddof=1)) if len(da) > 1 else float("nan")
         change = float(db.mean() - da.mean())
         rows.append({"claim": sa.claim, "comparison": sa.label, "n_seeds": len(da),
