@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.tcm-kit-installed
 PROFILE ?= cpu
 # training precision of `make reproduce`: auto (bf16 where the CPU has it natively, else fp32), fp32 or bf16
 PRECISION ?=
+# a folder of real benchmarks for `make reproduce` (icdar2015/test, td500/train, td500/test; README): adds their rows
+DATA ?=
 
 .PHONY: install test test-precision reproduce lab bench bench-gpu clean-venv
 
@@ -37,7 +39,7 @@ test-precision: install
 
 # Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.
 reproduce: install
-	$(BIN)/tcm-kit reproduce --profile $(PROFILE) $(if $(PRECISION),--precision $(PRECISION))
+	$(BIN)/tcm-kit reproduce --profile $(PROFILE) $(if $(PRECISION),--precision $(PRECISION)) $(if $(DATA),--data $(DATA))
 
 # --allow-root where the user is root (containers); JupyterLab refuses to start as root without it.
 lab: install

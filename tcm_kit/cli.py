@@ -15,7 +15,7 @@ def _cmd_reproduce(args) -> int:
     from .reproduce import NotebookFailed, run_notebooks
 
     try:
-        run_notebooks(profile=args.profile, progress=not args.quiet)
+        run_notebooks(profile=args.profile, progress=not args.quiet, data=args.data)
     except NotebookFailed as e:
         print(f"tcm-kit reproduce: {e}", file=sys.stderr)
         return 1
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="run the numbered notebooks headless and regenerate reports/")
     r.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
+    r.add_argument("--data", default=None,
+                   help="folder with real benchmarks (icdar2015/test, td500/train, td500/test): adds their rows")
     _add_precision_arg(r)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_cmd_reproduce)

@@ -32,11 +32,14 @@ DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; t
 # draw) and the side of the inspected scenes; cpu and full probe at the sizes of the released CLIP's record, cpu
 # on 64 scenes above 256 px (a 1280 x 720 scene holds 880 cells but costs 9x a 256 px one); step0_images: test
 # images for the AUC of TCM's score map at step 0 (experiments.step0_score_table)
+# real_n: photos of each real benchmark split for the prior on real photos (None: all); real_size: their long side
 PROFILE_SETTINGS = {
-    "smoke": dict(probe_n=32, floor_n=32, probe_sizes=((128, 128),), size_n={}, image_size=256, step0_images=4),
+    "smoke": dict(probe_n=32, floor_n=32, probe_sizes=((128, 128),), size_n={}, image_size=256, step0_images=4,
+                  real_n=4, real_size=320),
     "cpu": dict(probe_n=256, floor_n=64, probe_sizes=PROBE_SIZES, size_n={(512, 512): 64, (1280, 720): 64},
-                image_size=384, step0_images=60),
-    "full": dict(probe_n=256, floor_n=256, probe_sizes=PROBE_SIZES, size_n={}, image_size=512, step0_images=100),
+                image_size=384, step0_images=60, real_n=None, real_size=1280),
+    "full": dict(probe_n=256, floor_n=256, probe_sizes=PROBE_SIZES, size_n={}, image_size=512, step0_images=100,
+                 real_n=None, real_size=1280),
 }
 
 
@@ -463,6 +466,48 @@ def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images:
         model.train(was_training)
     pos, neg = np.concatenate(pos), np.concatenate(neg)
     return {"auc": roc_auc(pos, neg), "n_images": len(samples), "n_pos_cells": int(len(pos)),
+            "n_neg_cells": int(len(neg))}
+
+
+@torch.no_grad()
+def real_prior_auc(model, tokenizer, root, size: int = 1280, prompt: str = "text", device: str = "cpu",
+                   max_images: int | None = None, pos_cover: float = 0.25, progress: bool = False) -> dict:
+    """Dense text-cell ROC-AUC of a CLIP's zero-shot prior on the annotated photos of the folder `root`: the
+    cosine of every stride-32 cell of visual_embeddings with `prompt`, as the synthetic probe (tcm_kit.probe)
+    measures it. Each photo's long side is resized to `size` (padded to a multiple of 32 with zeros after
+    normalisation); a cell is a positive when care text covers >= pos_cover of it, a negative when no text (care
+    or don't-care) touches it; cells over don't-care text or mostly padding are left out. Pooled over the photos
+    -> dict(dense_auc, n_images, n_pos_cells, n_neg_cells)."""
+    from tqdm.auto import tqdm
+
+    from tcm_kit.data.formats import read_folder
+    from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side
+    from tcm_kit.probe import roc_auc
+
+    samples = list(read_folder(root))[:max_images]
+    if not samples:
+        raise InspectError(f"{root}: no annotated images found")
+    was_training = model.training
+    model.eval()
+    text = _text_embeddings(model, tokenizer, [prompt])[0]  # (C,)
+    pos, neg = [], []
+    try:
+        for path, instances in tqdm(samples, disable=not progress, desc=f"prior AUC {Path(root).name}", leave=False):
+            image, insts, _ = resize_long_side(read_image(path), list(instances), size)
+            vh, vw = image.shape[:2]
+            image = pad_to_multiple(image, 32)
+            h, w = image.shape[:2]
+            emb = dense_features(model, to_tensor(image)[None].to(device)).visual_embeddings[0]  # (C, h/32, w/32)
+            sim = torch.einsum("chw,c->hw", F.normalize(emb, dim=0), text).float().cpu().numpy()
+            inside = cell_coverage([_box(vw, vh)], (h, w), sim.shape) >= 0.5
+            care = cell_coverage([x for x in insts if not x.ignore], (h, w), sim.shape)
+            anytext = cell_coverage(insts, (h, w), sim.shape)
+            pos.append(sim[(care >= pos_cover) & inside])
+            neg.append(sim[(anytext <= 1e-6) & inside])
+    finally:
+        model.train(was_training)
+    pos, neg = np.concatenate(pos), np.concatenate(neg)
+    return {"dense_auc": roc_auc(pos, neg), "n_images": len(samples), "n_pos_cells": int(len(pos)),
             "n_neg_cells": int(len(neg))}
 
 

@@ -24,8 +24,12 @@ def numbered_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
 
 def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out_dir: Path | None = None,
                   parameters: dict | None = None, progress: bool = True, readme: bool | None = None,
-                  train_first: bool | None = None) -> list[Path]:
+                  train_first: bool | None = None, data=None) -> list[Path]:
     """Execute each notebook with papermill (parameters: profile + extras) and return the executed copies.
+
+    data: a folder laid out like the kit's real-data root (tcm_kit.data.benchmarks): passed as the `data`
+    parameter to each notebook that declares one; each benchmark split found adds that notebook's real rows, each
+    one absent is named in a one-line note.
 
     train_first: train the Plan's runs of notebooks 02-06 in one pool before the notebooks (runs.train_plan),
     which then read them back; default: when all the numbered notebooks run with no parameters but the profile
@@ -48,6 +52,14 @@ def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out
         print("no numbered notebooks found in notebooks/: nothing to run")
         return []
     params = {"profile": profile, **(parameters or {})}
+    if data is not None:
+        from .data.benchmarks import find_benchmarks
+
+        data = str(Path(data).expanduser().resolve())
+        found, notes = find_benchmarks(data)
+        for line in notes:
+            tqdm.write(line)
+        tqdm.write(f"real data: {', '.join(found) or 'none of the known benchmarks'} in {data}")
     if train_first is None:
         train_first = not parameters and notebooks == numbered_notebooks()
     if train_first:
@@ -63,8 +75,9 @@ def run_notebooks(profile: str = "cpu", notebooks: list[Path] | None = None, out
         bar.set_postfix_str(nb.name)
         target = out_dir / nb.name
         t0 = time.time()
+        own = params if data is None or "data" not in pm.inspect_notebook(str(nb)) else {**params, "data": data}
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent),
+            pm.execute_notebook(str(nb), str(target), parameters=own, cwd=str(nb.parent),
                                 progress_bar=False, kernel_name="python3",
                                 log_output=bool(os.environ.get("TCM_KIT_LOG_NOTEBOOKS")))
         except pm.PapermillExecutionError as e:

@@ -246,3 +246,46 @@ def test_score_map_auc_ranks_text_cells(tmp_path):
     plain.backbone = object()
     with pytest.raises(ins.InspectError, match="TCM"):
         ins.score_map_auc(plain, tmp_path)
+
+
+def test_real_prior_auc_ranks_text_cells_and_leaves_dont_care_out(tmp_path, monkeypatch):
+    """A stand-in CLIP whose cell embedding points at "text" where the cell is bright: the white word's cells
+    rank first (AUC 1), the reversed model ranks them last (AUC 0); a don't-care word's cells count nowhere."""
+    from types import SimpleNamespace
+
+    from tcm_kit.data.formats import write_icdar2015
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    img = np.zeros((96, 160, 3), np.uint8)
+    img[32:64, 32:128] = 255  # a care word on 3 cells
+    img[64:96, 0:32] = 255  # a don't-care word on 1 cell: bright, but neither positive nor negative
+    Image.fromarray(img).save(tmp_path / "images" / "img_0.png")
+    write_icdar2015(tmp_path / "annotations" / "gt_img_0.txt",
+                    [Instance(np.array([[32, 32], [127, 32], [127, 63], [32, 63]], np.float32), "word"),
+                     Instance(np.array([[0, 64], [31, 64], [31, 95], [0, 95]], np.float32), "###", True)])
+
+    class StandIn(torch.nn.Module):
+        def __init__(self, sign):
+            super().__init__()
+            self.sign = sign
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_text(self, tokens):
+            return torch.tensor([[1.0, 0.0]])  # "text" is the first axis
+
+    def features(model, x):  # (1, 3, H, W) -> cells (1, 2, H/32, W/32): bright cells point along "text"
+        b = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 32)
+        return SimpleNamespace(visual_embeddings=torch.cat([model.sign * b, torch.ones_like(b)], 1))
+
+    monkeypatch.setattr(ins, "dense_features", features)
+    tokenizer = lambda prompts: torch.zeros(len(prompts), 4, dtype=torch.long)  # noqa: E731
+    good = ins.real_prior_auc(StandIn(+1), tokenizer, tmp_path, size=160)
+    bad = ins.real_prior_auc(StandIn(-1), tokenizer, tmp_path, size=160)
+    assert good["dense_auc"] == 1.0 and bad["dense_auc"] == 0.0
+    assert good["n_images"] == 1 and good["n_pos_cells"] == 3 and good["n_neg_cells"] == 15 - 3 - 1
+    (tmp_path / "empty").mkdir()
+    from tcm_kit.data.formats import MissingFileError
+
+    with pytest.raises(MissingFileError, match="empty.*no image folder"):
+        ins.real_prior_auc(StandIn(1), tokenizer, tmp_path / "empty")

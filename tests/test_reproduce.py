@@ -48,7 +48,9 @@ def test_cli_reproduce_runs_the_notebooks_of_its_profile(monkeypatch):
     calls = []
     monkeypatch.setattr(R, "run_notebooks", lambda **kw: calls.append(kw) or [])
     assert main(["reproduce", "--profile", "smoke", "--quiet"]) == 0
-    assert calls == [{"profile": "smoke", "progress": False}]
+    assert calls == [{"profile": "smoke", "progress": False, "data": None}]
+    assert main(["reproduce", "--profile", "smoke", "--quiet", "--data", "/some/where"]) == 0
+    assert calls[-1]["data"] == "/some/where"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reproduce", "--profile", "huge"])
 
@@ -84,3 +86,25 @@ def test_train_plan_trains_every_distinct_run_of_the_notebooks(monkeypatch):
     runs.train_plan(ex.Plan.for_profile("full"), progress=False)  # no real data given: what can run, no error
     with pytest.raises(ex.ExperimentError):
         ex.notebook_configs(ex.Plan.for_profile("full"))
+
+
+def test_real_data_reaches_the_notebooks_that_take_it_and_absent_benchmarks_are_named(tmp_path, capsys):
+    takes = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "cpu"\ndata = None')
+    params.metadata["tags"] = ["parameters"]
+    takes.cells = [params, nbformat.v4.new_code_cell('open("data.txt", "w").write(str(data))')]
+    takes.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(takes, tmp_path / "00_takes.ipynb")
+    plain = _notebook(tmp_path / "01_plain.ipynb", 'open("plain.txt", "w").write(str("data" in globals()))')
+    data = tmp_path / "datasets"
+    (data / "td500" / "test").mkdir(parents=True)
+    (data / "td500" / "test" / "IMG_1.gt").write_text("")
+    run_notebooks("smoke", notebooks=[tmp_path / "00_takes.ipynb", plain], out_dir=tmp_path / "out",
+                  progress=False, readme=False, data=data)
+    assert (tmp_path / "data.txt").read_text() == str(data.resolve())
+    assert (tmp_path / "plain.txt").read_text() == "False"  # not given to a notebook without the parameter
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert "icdar2015/test: not found" in said and "td500/train: not found" in said and "real data: td500/test" in said
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        run_notebooks("smoke", notebooks=[plain], out_dir=tmp_path / "out", progress=False, data=tmp_path / "nope")

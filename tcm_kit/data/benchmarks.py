@@ -1,0 +1,65 @@
+"""Real benchmarks in a folder the user names: which are there, and a fingerprint of their content.
+
+The kit never ships a benchmark's files. A user gives a folder laid out as
+
+    <data>/icdar2015/test/   ICDAR 2015 test: img_N.jpg + gt_img_N.txt
+    <data>/td500/train/      MSRA-TD500 training set: IMG_*.JPG + IMG_*.gt
+    <data>/td500/test/       MSRA-TD500 test set
+
+(any of them may be missing; each split is read by tcm_kit.data.formats.read_folder), and a table made from
+them is stamped with `fingerprint`: a hash of every file's relative path and content, so the same data on
+another machine gives the same stamp and an edited annotation a new one.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..utils import config_hash
+
+__all__ = ["BENCHMARK_SPLITS", "find_benchmarks", "fingerprint", "fingerprints"]
+
+# benchmark -> its splits, in the layout above
+BENCHMARK_SPLITS = {"icdar2015": ("test",), "td500": ("train", "test")}
+
+
+def find_benchmarks(data) -> tuple[dict[str, Path], list[str]]:
+    """({"icdar2015/test": folder, ...} for every split of BENCHMARK_SPLITS found under `data`, notes: one line
+    per split that is absent). data None: nothing found, no notes."""
+    if data is None:
+        return {}, []
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such data folder (expected {', '.join(_layout())} inside)")
+    found, notes = {}, []
+    for name, splits in BENCHMARK_SPLITS.items():
+        for split in splits:
+            folder = root / name / split
+            if folder.is_dir() and any(folder.iterdir()):
+                found[f"{name}/{split}"] = folder
+            else:
+                notes.append(f"{name}/{split}: not found in {root}, its rows are left out")
+    return found, notes
+
+
+def _layout() -> list[str]:
+    return [f"{name}/{split}/" for name, splits in BENCHMARK_SPLITS.items() for split in splits]
+
+
+def fingerprint(folder) -> str:
+    """A content hash of a folder: every file's relative path and sha256 (12 hex digits)."""
+    folder = Path(folder)
+    entries = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            entries.append((p.relative_to(folder).as_posix(), h.hexdigest()))
+    return config_hash({"files": entries})
+
+
+def fingerprints(found: dict[str, Path]) -> str:
+    """"icdar2015/test 0123456789ab, td500/test ..." for a stamp ('' when nothing was found)."""
+    return ", ".join(f"{name} {fingerprint(folder)}" for name, folder in found.items())
