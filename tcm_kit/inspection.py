@@ -429,34 +429,32 @@ def prompt_explorer(models: dict, tokenizer, images: dict, prompt: str = "Text",
 
 
 @torch.no_grad()
-def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images: int | None = None,
-                  pos_cover: float = 0.25, progress: bool = False) -> dict:
-    """Text-cell ROC-AUC of a TCM detector's score map P on the images of the folder `root`.
-
-    model: a Detector with a TCM backbone (tcm_kit.train.build_model(cfg) is its step 0, load_run(run)[0] the
-    trained one). Each image's long side is resized to `size` (padded to a multiple of 32, as in evaluation); a
-    stride-32 cell of P is a positive when care text covers >= pos_cover of it, a negative when no text (care or
-    don't-care) touches it; cells over don't-care text or mostly padding are left out. Pooled over the images ->
-    dict(auc, n_images, n_pos_cells, n_neg_cells)."""
+def _text_cell_auc(model, root, cell_map, size: int, max_images: int | None, pos_cover: float, progress: bool,
+                   desc: str) -> dict:
+    """ROC-AUC of `cell_map(x)` ((1, 3, H, W) -> numpy (H/32, W/32)) over the annotated images of `root`: each
+    image's long side resized to `size` and padded to a multiple of 32, as in evaluation; a cell is a positive when
+    care text covers >= pos_cover of it, a negative when no text (care or don't-care) touches it; cells over
+    don't-care text or mostly padding are left out. Pooled over the images -> dict(auc, n_images, n_pos_cells,
+    n_neg_cells)."""
     from tqdm.auto import tqdm
 
     from tcm_kit.data.formats import read_folder
     from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side
     from tcm_kit.probe import roc_auc
 
-    if getattr(model.backbone, "aux_loss", None) is None:
-        raise InspectError("score_map_auc needs a TCM detector (tcm-*): a plain backbone has no score map")
     samples = list(read_folder(root))[:max_images]
+    if not samples:
+        raise InspectError(f"{root}: no annotated images found")
     was_training = model.training
     model.eval()
     pos, neg = [], []
     try:
-        for path, instances in tqdm(samples, disable=not progress, desc="score map AUC", leave=False):
+        for path, instances in tqdm(samples, disable=not progress, desc=desc, leave=False):
             image, insts, _ = resize_long_side(read_image(path), list(instances), size)
             vh, vw = image.shape[:2]
             image = pad_to_multiple(image, 32)
             h, w = image.shape[:2]
-            p = model(to_tensor(image)[None].to(device))["score_map"][0, 0].float().cpu().numpy()  # (h/32, w/32)
+            p = cell_map(to_tensor(image)[None])  # (h/32, w/32)
             inside = cell_coverage([_box(vw, vh)], (h, w), p.shape) >= 0.5
             care = cell_coverage([x for x in insts if not x.ignore], (h, w), p.shape)
             anytext = cell_coverage(insts, (h, w), p.shape)
@@ -469,46 +467,36 @@ def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images:
             "n_neg_cells": int(len(neg))}
 
 
-@torch.no_grad()
+def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images: int | None = None,
+                  pos_cover: float = 0.25, progress: bool = False) -> dict:
+    """Text-cell ROC-AUC of a TCM detector's score map P on the images of the folder `root` (cells as
+    _text_cell_auc counts them) -> dict(auc, n_images, n_pos_cells, n_neg_cells).
+
+    model: a Detector with a TCM backbone (tcm_kit.train.build_model(cfg) is its step 0, load_run(run)[0] the
+    trained one)."""
+    if getattr(model.backbone, "aux_loss", None) is None:
+        raise InspectError("score_map_auc needs a TCM detector (tcm-*): a plain backbone has no score map")
+
+    def cell_map(x):
+        return model(x.to(device))["score_map"][0, 0].float().cpu().numpy()
+
+    return _text_cell_auc(model, root, cell_map, size, max_images, pos_cover, progress, "score map AUC")
+
+
 def real_prior_auc(model, tokenizer, root, size: int = 1280, prompt: str = "text", device: str = "cpu",
                    max_images: int | None = None, pos_cover: float = 0.25, progress: bool = False) -> dict:
     """Dense text-cell ROC-AUC of a CLIP's zero-shot prior on the annotated photos of the folder `root`: the
     cosine of every stride-32 cell of visual_embeddings with `prompt`, as the synthetic probe (tcm_kit.probe)
-    measures it. Each photo's long side is resized to `size` (padded to a multiple of 32 with zeros after
-    normalisation); a cell is a positive when care text covers >= pos_cover of it, a negative when no text (care
-    or don't-care) touches it; cells over don't-care text or mostly padding are left out. Pooled over the photos
-    -> dict(dense_auc, n_images, n_pos_cells, n_neg_cells)."""
-    from tqdm.auto import tqdm
-
-    from tcm_kit.data.formats import read_folder
-    from tcm_kit.data.transforms import pad_to_multiple, read_image, resize_long_side
-    from tcm_kit.probe import roc_auc
-
-    samples = list(read_folder(root))[:max_images]
-    if not samples:
-        raise InspectError(f"{root}: no annotated images found")
-    was_training = model.training
-    model.eval()
+    measures it, with cells counted as _text_cell_auc does -> dict(dense_auc, n_images, n_pos_cells,
+    n_neg_cells)."""
     text = _text_embeddings(model, tokenizer, [prompt])[0]  # (C,)
-    pos, neg = [], []
-    try:
-        for path, instances in tqdm(samples, disable=not progress, desc=f"prior AUC {Path(root).name}", leave=False):
-            image, insts, _ = resize_long_side(read_image(path), list(instances), size)
-            vh, vw = image.shape[:2]
-            image = pad_to_multiple(image, 32)
-            h, w = image.shape[:2]
-            emb = dense_features(model, to_tensor(image)[None].to(device)).visual_embeddings[0]  # (C, h/32, w/32)
-            sim = torch.einsum("chw,c->hw", F.normalize(emb, dim=0), text).float().cpu().numpy()
-            inside = cell_coverage([_box(vw, vh)], (h, w), sim.shape) >= 0.5
-            care = cell_coverage([x for x in insts if not x.ignore], (h, w), sim.shape)
-            anytext = cell_coverage(insts, (h, w), sim.shape)
-            pos.append(sim[(care >= pos_cover) & inside])
-            neg.append(sim[(anytext <= 1e-6) & inside])
-    finally:
-        model.train(was_training)
-    pos, neg = np.concatenate(pos), np.concatenate(neg)
-    return {"dense_auc": roc_auc(pos, neg), "n_images": len(samples), "n_pos_cells": int(len(pos)),
-            "n_neg_cells": int(len(neg))}
+
+    def cell_map(x):
+        emb = dense_features(model, x.to(device)).visual_embeddings[0]  # (C, h/32, w/32)
+        return torch.einsum("chw,c->hw", F.normalize(emb, dim=0), text).float().cpu().numpy()
+
+    m = _text_cell_auc(model, root, cell_map, size, max_images, pos_cover, progress, f"prior AUC {Path(root).name}")
+    return {"dense_auc": m.pop("auc"), **m}
 
 
 def _box(w: int, h: int):
