@@ -353,11 +353,14 @@ def detector_configs(plan: Plan | str, detectors: Sequence[str] | None = None,
 
 # ---------------------------------------------------------------------------------------------------- claims
 
-def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -> list[Comparison]:
+def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None,
+                real_targets: Mapping[str, str] | None = None) -> list[Comparison]:
     """The paper's claims (i)-(iv) as paired comparisons on plan.claim_domain with plan.claim_seeds:
     (i) tcm-<head> − <head> for each of claim_heads; (ii) the gain of tcm-dbnet over dbnet at claim_shot minus
     the gain with all data (and the gain at claim_shot alone); (iii) tcm-dbnet − dbnet trained on claim_domain,
-    tested on each other domain; (iv) each rung of ABLATION_LADDER − the rung below it."""
+    tested on each other domain, then on each real domain of real_targets ({domain: folder with test/}, tested
+    only, at plan.real_test_size: the paper's synthetic-to-real setting); (iv) each rung of ABLATION_LADDER − the
+    rung below it."""
     plan = as_plan(plan)
     dom, seeds = plan.claim_domain, tuple(plan.claim_seeds)
 
@@ -371,9 +374,11 @@ def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None) -
                            runs("dbnet", shot), runs("tcm-dbnet"), runs("dbnet")))
     targets = plan.claim_transfer_domains
     targets = tuple(d for d in resolve_domains(plan, data_roots) if d != dom) if targets is None else targets
-    for t in targets:
-        test = plan.config("dbnet", t, seeds[0], data_roots=data_roots)
-        specs.append(Comparison("iii", f"tcm-dbnet − dbnet, {dom} → {t}", runs("tcm-dbnet"), runs("dbnet"),
+    tests = [plan.config("dbnet", t, seeds[0], data_roots=data_roots) for t in targets]
+    tests += [plan.config("dbnet", t, seeds[0], data_roots=real_targets) for t in (real_targets or {})
+              if t not in targets]
+    for test in tests:
+        specs.append(Comparison("iii", f"tcm-dbnet − dbnet, {dom} → {test.domain}", runs("tcm-dbnet"), runs("dbnet"),
                                test_on=test))
     ladders = [ablation_configs(plan, s, dom, data_roots) for s in seeds]
     for lower, upper in zip(ABLATION_LADDER, ABLATION_LADDER[1:]):

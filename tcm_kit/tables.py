@@ -257,10 +257,11 @@ def resolve_comparisons(plan: Plan | str, comparisons: Sequence, desc: str, prog
 
 
 def claims_table(plan: Plan | str, data_roots: Mapping[str, str] | None = None, progress: bool = True,
-                 n_boot: int = 2000) -> pd.DataFrame:
-    """One row per comparison of experiments.claim_specs: the paired difference, its intervals over seeds and
-    over test images, and the verdict (tcm_kit.claims). Runs shared with notebooks 02-05 are not retrained."""
-    return compare_runs(plan, claim_specs(as_plan(plan), data_roots), "claims", progress, n_boot)
+                 n_boot: int = 2000, real_targets: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per comparison of experiments.claim_specs (real_targets: real domains the transfer claim is also
+    tested on): the paired difference, its intervals, corrected p and verdict (tcm_kit.claims). Runs shared with
+    notebooks 02-05 are not retrained."""
+    return compare_runs(plan, claim_specs(as_plan(plan), data_roots, real_targets), "claims", progress, n_boot)
 
 
 def tcm_setting_table(plan: Plan | str, settings: Mapping[str, dict], baseline: str, seeds: Sequence[int] = (0, 1, 2),

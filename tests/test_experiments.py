@@ -429,3 +429,16 @@ def test_run_many_starts_the_costliest_runs_first():
     order = sorted(["dbnet", "tcm-pan", "fcenet", "pan", "tcm-dbnet"], key=lambda d: -_expected_cost(cfg(d)))
     assert order == ["tcm-pan", "pan", "tcm-dbnet", "dbnet", "fcenet"]
     assert _expected_cost(cfg("dbnet", optim=dict(steps=8))) == 2 * _expected_cost(cfg("dbnet", optim=dict(steps=4)))
+
+
+def test_real_targets_add_synthetic_to_real_rows_and_keep_the_synthetic_ones(tmp_path):
+    (tmp_path / "icdar2015" / "test").mkdir(parents=True)
+    cpu = ex.Plan.for_profile("cpu")
+    plain = ex.claim_specs(cpu)
+    real = ex.claim_specs(cpu, real_targets={"icdar2015": str(tmp_path / "icdar2015")})
+    assert [c.label for c in real if c.label not in {x.label for x in plain}] == \
+        ["tcm-dbnet − dbnet, synth-ic15 → icdar2015"]
+    added = next(c for c in real if c.label.endswith("icdar2015"))
+    assert added.test_on.data_root == str((tmp_path / "icdar2015").resolve())
+    assert added.test_on.evaluation.test_size == cpu.real_test_size == 1280  # the photos' own long side
+    assert added.method == next(c for c in plain if c.claim == "iii").method  # the same synthetic-trained runs
