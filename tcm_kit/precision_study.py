@@ -163,14 +163,9 @@ def main(argv=None) -> int:
 def _cpu_name() -> str:
     """The CPU's model name and whether bf16 is native on it, for the report."""
     from .precision import native_bf16
+    from .utils import cpu_name
 
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}, {'native' if native_bf16('cpu') else 'emulated'} bf16"
+    return f"{cpu_name()}, {'native' if native_bf16('cpu') else 'emulated'} bf16"
 
 
 if __name__ == "__main__":

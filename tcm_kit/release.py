@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,21 +23,11 @@ from tcm_kit.clip import (RELEASED_CLIP, ClipWeightsError, _load_from_path, file
                           save_kit_checkpoint)
 from tcm_kit.inspection import prior_table
 from tcm_kit.probe import PROBE_SIZES
+from tcm_kit.utils import cpu_name
 
 __all__ = ["export_release", "PROBE_SIZES", "cpu_name"]
 
 PROBE_N, PROBE_SEED = 256, 1234  # held-out scenes per size of tcm_kit.probe.PROBE_SIZES
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def export_release(ckpt_path, out_path: Path = RELEASED_CLIP, probe_n: int = PROBE_N, probe_sizes=PROBE_SIZES,

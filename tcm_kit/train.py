@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig, TrainConfigError
 from .precision import autocast, default_device, precision_for
-from .utils import config_hash, data_dir, git_commit, seed_everything
+from .utils import config_hash, cpu_name, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
 def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None) -> str:
@@ -404,7 +404,8 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
         result["val_hmean"] = final["hmean"]
     result.update(config_hash=key, detector=cfg.detector, domain=cfg.domain, shot=cfg.shot,
                   seed=cfg.seed, profile=cfg.profile, steps=cfg.optim.steps, train_images=n_train,
-                  train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device))
+                  train_seconds=round(train_time, 1), commit=git_commit(), amp=precision_for(device),
+                  cpu=cpu_name())
     if cfg.evaluation.protocol == "authors":  # beside the kit's figure, never in its place
         result["authors_protocol"] = json.loads((out_dir / "authors_protocol.json").read_text())
     tmp = done.with_suffix(".tmp")

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import random
 import subprocess
 from pathlib import Path
@@ -50,3 +51,15 @@ def git_commit() -> str:
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says: recorded by every run."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

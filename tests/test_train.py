@@ -57,6 +57,9 @@ def test_train_writes_result_and_does_not_retrain(tmp_path):
     cfg = smoke()
     res = T.train(cfg, tmp_path / "run", progress=False)
     assert 0.0 <= res["hmean"] <= 1.0 and res["n_test"] == cfg.data.num_test and res["steps"] == cfg.optim.steps
+    from tcm_kit.utils import cpu_name
+
+    assert res["cpu"] == cpu_name() and res["amp"] in ("fp32", "bf16")  # where and how it trained
     assert res["box_thresh"] in cfg.evaluation.box_thresholds
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(log) == cfg.optim.steps + 1 and log[0].startswith("step,lr,loss")
