@@ -87,16 +87,33 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .train import predict_images, run_config
 
-    size = args.size or run_config(args.run).evaluation.test_size
+    first = Path(args.inputs[0])
+    run, images = (first, args.inputs[1:]) if (first / "config.json").is_file() else (None, args.inputs)
+    if not images:
+        print("tcm-kit: error: no images given", file=sys.stderr)
+        return 2
+    if run is None:  # a missing release is said here, a damaged one when predict_images loads it
+        size = args.size or _released_test_size(args.detector)
+    else:
+        size = args.size or run_config(run).evaluation.test_size
     print(f"images resized to a long side of {size} px")
     failed = 0
-    for png, txt in predict_images(args.run, args.images, args.out, progress=not args.quiet, size=size):
+    for png, txt in predict_images(run, images, args.out, progress=not args.quiet, size=size,
+                                   released=args.detector):
         if png is None:
             failed += 1
             print(f"tcm-kit: skipped: {txt}", file=sys.stderr)
         else:
             print(f"{png}  {txt}")
     return 1 if failed else 0
+
+
+def _released_test_size(name) -> int:
+    from .zoo import DEFAULT_DETECTOR, detector_record
+
+    name = name or DEFAULT_DETECTOR
+    print(f"released detector {name}")
+    return int(detector_record(name)["config"]["evaluation"]["test_size"])
 
 
 def _cmd_pretrain(args) -> int:
@@ -183,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     pr = sub.add_parser("predict", help="detect text in images: PNG with polygons + ICDAR2015 txt per image")
-    pr.add_argument("run", help="run folder (written by tcm-kit train)")
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE",
+                    help="a run folder (written by tcm-kit train) then images; without a run folder, a released "
+                         "detector (--detector)")
+    pr.add_argument("--detector", default=None,
+                    help="released detector used when no run folder is given (tcm_kit/weights; default: the "
+                         "synthetic-trained TCM-DBNet)")
     pr.add_argument("--out", default="predictions")
     pr.add_argument("--size", type=int, default=None,
                     help="long side the images are resized to (default: the run's test_size)")

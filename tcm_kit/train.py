@@ -749,14 +749,22 @@ def output_names(paths: list) -> list[str]:
     raise CheckpointError(f"the same image is given twice: {sorted({str(p) for p in paths if paths.count(p) > 1})}")
 
 
-def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None):
-    """Detect text in image files: yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
+def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None,
+                   released: str | None = None):
+    """Detect text in image files with the run in `run_dir` (None: the released detector `released`, default
+    tcm_kit.zoo.DEFAULT_DETECTOR): yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
     (None, why) for an image that cannot be read, and goes on with the next."""
     import cv2
 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
-    model, cfg, result = load_run(run_dir, device)
+    if run_dir is None:
+        from .zoo import DEFAULT_DETECTOR, load_detector
+
+        model, cfg, record = load_detector(released or DEFAULT_DETECTOR, device)
+        result = record["result"]
+    else:
+        model, cfg, result = load_run(run_dir, device)
     thresholds = cfg.evaluation.box_thresholds
     box_thresh = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
     out_dir = Path(out_dir)

@@ -1,0 +1,78 @@
+"""Released detectors: export a finished run as hashed fp16 files, load it back with its sha256 checked, and
+predict with it from the command line without a run folder."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tcm_kit import train as T
+from tcm_kit import zoo
+from tcm_kit.cli import main
+from tcm_kit.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """A smoke TCM-DBNet run exported as the release 'tiny' into a weights folder of the test's own."""
+    root = tmp_path_factory.mktemp("zoo")
+    run = root / "run"
+    T.train(TrainConfig.for_profile("smoke", detector="tcm-dbnet"), run, progress=False)
+    record = zoo.export_detector(run, "tiny", root / "weights")
+    return run, root / "weights", record
+
+
+def test_export_writes_fp16_weights_record_and_curves(released):
+    run, folder, record = released
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny-log.csv", "tiny-val.csv", "tiny.json", "tiny.pt"]
+    assert json.loads((folder / "tiny.json").read_text()) == record
+    assert record["sha256"] == zoo.file_sha256(folder / "tiny.pt") and record["detector"] == "tcm-dbnet"
+    assert record["run_hash"] == json.loads((run / "result.json").read_text())["config_hash"]
+    assert record["result"]["box_thresh"] is not None and record["result"]["amp"] in ("fp32", "bf16")
+    sd = torch.load(folder / "tiny.pt", weights_only=False)["state_dict"]
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float16}
+    assert (folder / "tiny-log.csv").read_text() == (run / "log.csv").read_text()
+    assert zoo.released_detectors(folder) == ["tiny"]
+
+
+def test_the_release_predicts_as_its_run_within_fp16_rounding(released):
+    run, folder, _ = released
+    model, cfg, record = zoo.load_detector("tiny", folder=folder)
+    ref, _, _ = T.load_run(run)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x), ref(x)
+    key = next(k for k in a if torch.is_tensor(a[k]))
+    assert torch.allclose(a[key], b[key], atol=5e-2) and not model.training
+    assert cfg == T.run_config(run)
+
+
+def test_a_damaged_or_missing_release_is_refused_in_one_line(released, tmp_path):
+    _, folder, _ = released
+    broken = tmp_path / "weights"
+    broken.mkdir()
+    for name in ("tiny.pt", "tiny.json"):
+        (broken / name).write_bytes((folder / name).read_bytes())
+    data = bytearray((broken / "tiny.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (broken / "tiny.pt").write_bytes(bytes(data))
+    with pytest.raises(zoo.ZooError, match="sha256 .* does not match"):
+        zoo.load_detector("tiny", folder=broken)
+    with pytest.raises(zoo.ZooError, match="no released detector 'other'.*released: tiny"):
+        zoo.load_detector("other", folder=broken)
+    (broken / "tiny.pt").unlink()
+    with pytest.raises(zoo.ZooError, match="is missing"):
+        zoo.load_detector("tiny", folder=broken)
+
+
+def test_predict_without_a_run_folder_uses_the_released_detector(released, tmp_path, monkeypatch, capsys):
+    _, folder, _ = released
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", folder)  # the package's weights folder, as the test's own
+    img = tmp_path / "photo.jpg"
+    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8))
+    assert main(["predict", str(img), "--detector", "tiny", "--out", str(tmp_path / "preds"), "--quiet"]) == 0
+    assert (tmp_path / "preds" / "photo.png").exists() and (tmp_path / "preds" / "res_photo.txt").exists()
+    assert "released detector tiny" in capsys.readouterr().out
+    assert main(["predict", str(img), "--detector", "nope", "--out", str(tmp_path / "p2"), "--quiet"]) == 2
+    assert "no released detector 'nope'" in capsys.readouterr().err
