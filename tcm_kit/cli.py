@@ -54,7 +54,7 @@ def _train_config(args):
     from .train import TrainConfig
 
     overrides = {k: getattr(args, k) for k in ("detector", "domain", "data_root", "data_format", "clip_weights",
-                                               "seed", "shot") if getattr(args, k, None) is not None}
+                                               "seed", "shot", "init_from") if getattr(args, k, None) is not None}
     optim = {k: getattr(args, k) for k in ("steps", "batch_size", "lr") if getattr(args, k, None) is not None}
     return TrainConfig.for_profile(args.profile, **overrides, optim=optim)
 
@@ -144,6 +144,8 @@ def _add_train_args(t) -> None:
     t.add_argument("--format", dest="data_format", choices=FORMATS, default=None,
                    help="annotation format of --data-root (default: detected from the files)")
     t.add_argument("--clip-weights", dest="clip_weights", default=None, help="embedded | openai | path")
+    t.add_argument("--init-from", dest="init_from", default=None,
+                   help="fine-tune from a finished run folder, or zoo:<name> for a released detector")
     t.add_argument("--profile", choices=list(PROFILES), default="cpu")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--shot", type=float, default=None, help="fraction of the training split")

@@ -161,6 +161,9 @@ class TrainConfig:
     tcm: TCMConfig | None = None
     ckpt_every: int = 100
     num_workers: int = 2
+    # fine-tune from a finished detector of the same architecture instead of the CLIP weights alone: a run folder
+    # (written by tcm-kit train) or "zoo:<name>" (a released detector, tcm_kit.zoo); None: train from the CLIP
+    init_from: str | None = None
     # bumped when a code change alters what a config trains, so cached runs (keyed by run_hash) miss; the CLIP
     # weights a run starts from are in run_hash already (clip_fingerprint)
     code_version: int = 14

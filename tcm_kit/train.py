@@ -51,16 +51,37 @@ def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None 
         extra["data_fingerprint"] = data_fingerprint(cfg.data_root)
     if (precision or precision_for(device)) == "bf16":
         extra["precision"] = "bf16"
+    if cfg.init_from is not None:
+        extra["init_fingerprint"] = init_weights(cfg.init_from)[2]
     return config_hash({**run_fields(cfg), **extra})
 
 
 def run_fields(cfg: TrainConfig) -> dict:
-    """The config's fields as a run records them (run_hash, config.json): data_format only when one is named, so
-    a run that detects its format has the identity it would have without that field."""
+    """The config's fields as a run records them (run_hash, config.json): data_format and init_from only when
+    named, so a run that detects its format or starts from the CLIP has the identity it had before those fields."""
     fields = dataclasses.asdict(cfg)
-    if fields["data_format"] is None:
-        del fields["data_format"]
+    for key in ("data_format", "init_from"):
+        if fields[key] is None:
+            del fields[key]
     return fields
+
+
+def init_weights(spec: str) -> tuple[dict, str, str]:
+    """(state dict, detector, sha256 of the weights file) of a fine-tuning start: a finished run folder or
+    "zoo:<name>" (a released detector, its sha256 checked)."""
+    from .clip import file_sha256
+
+    if spec.startswith("zoo:"):
+        from .zoo import released_weights
+
+        weights, fields, record = released_weights(spec[4:])
+        return weights, fields["detector"], record["sha256"]
+    run = Path(spec)
+    if not (run / "result.json").exists():
+        raise CheckpointError(f"{run}: not a finished tcm-kit run (no result.json) to fine-tune from; finish it, "
+                              "or give zoo:<name> for a released detector")
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    return ckpt["model"], run_config(run).detector, file_sha256(run / "last.pt")
 
 
 def data_fingerprint(root) -> str:
@@ -440,6 +461,12 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
 
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
+    if cfg.init_from is not None and not (out_dir / "last.pt").exists():
+        weights, detector, _ = init_weights(cfg.init_from)
+        if detector != cfg.detector:
+            raise TrainConfigError(f"init_from {cfg.init_from} is a {detector}, this run trains a {cfg.detector}: "
+                                   "fine-tune a detector of the same architecture")
+        model.load_state_dict(weights)
     data = split_dataset(cfg, "train", progress=False, size=cfg.aug.train_size, train=True, seed=cfg.seed,
                          targets=model.target_fn(), aug=train_augmentation(cfg))
     data = data.subset(few_shot_indices(len(data), cfg.shot, cfg.seed))

@@ -22,8 +22,8 @@ import torch
 
 from .clip import WEIGHTS_DIR, file_sha256
 
-__all__ = ["ZooError", "export_detector", "load_detector", "detector_record", "released_detectors",
-           "DEFAULT_DETECTOR"]
+__all__ = ["ZooError", "export_detector", "load_detector", "released_weights", "detector_record",
+           "released_detectors", "DEFAULT_DETECTOR"]
 
 KIND = "tcm-kit-detector"
 DEFAULT_DETECTOR = "tcm-dbnet-synth"  # what `tcm-kit predict` uses without a run folder
@@ -101,11 +101,8 @@ def detector_record(name: str, folder: Path | None = None) -> dict:
     return record
 
 
-def load_detector(name: str = DEFAULT_DETECTOR, device: str = "cpu", folder: Path | None = None):
-    """(model in eval mode, TrainConfig, record) of the released detector `name` in `folder` (None:
-    tcm_kit/weights), its sha256 checked first."""
-    from .train import TrainConfig, build_model
-
+def released_weights(name: str, folder: Path | None = None) -> tuple[dict, dict, dict]:
+    """(fp32 state dict, TrainConfig fields, record) of the released detector `name`, its sha256 checked first."""
     record = detector_record(name, folder)
     path = _paths(name, _folder(folder))["weights"]
     if not path.is_file():
@@ -116,7 +113,17 @@ def load_detector(name: str = DEFAULT_DETECTOR, device: str = "cpu", folder: Pat
         raise ZooError(f"{path}: sha256 {digest[:16]}... does not match the recorded {str(record.get('sha256'))[:16]}"
                        f"... in {path.with_suffix('.json').name}: the file is damaged or was replaced")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    return weights, ckpt["config"], record
+
+
+def load_detector(name: str = DEFAULT_DETECTOR, device: str = "cpu", folder: Path | None = None):
+    """(model in eval mode, TrainConfig, record) of the released detector `name` in `folder` (None:
+    tcm_kit/weights), its sha256 checked first."""
+    from .train import TrainConfig, build_model
+
+    weights, fields, record = released_weights(name, folder)
+    cfg = TrainConfig.from_dict(fields)
     model = build_model(cfg, progress=False)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    model.load_state_dict(weights)
     return model.to(device).eval(), cfg, record

@@ -76,3 +76,31 @@ def test_predict_without_a_run_folder_uses_the_released_detector(released, tmp_p
     assert "released detector tiny" in capsys.readouterr().out
     assert main(["predict", str(img), "--detector", "nope", "--out", str(tmp_path / "p2"), "--quiet"]) == 2
     assert "no released detector 'nope'" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_a_run_or_a_release_and_has_its_own_identity(released, tmp_path, monkeypatch):
+    run, folder, _ = released
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", folder)
+    base = TrainConfig.for_profile("smoke", detector="tcm-dbnet", optim=dict(steps=1))
+    from_run, from_zoo = base.updated(init_from=str(run)), base.updated(init_from="zoo:tiny")
+    assert len({T.run_hash(base), T.run_hash(from_run), T.run_hash(from_zoo)}) == 3
+    assert "init_from" not in T.run_fields(base)  # runs that start from the CLIP keep their identity
+    seen = {}
+    real_fit = T.fit
+
+    def spy(cfg, out_dir, progress=True, device="cpu"):
+        model, n = real_fit(cfg, out_dir, progress, device)
+        seen[cfg.init_from] = model
+        return model, n
+
+    monkeypatch.setattr(T, "fit", spy)
+    start = zoo.released_weights("tiny")[0]
+    T.train(from_zoo.updated(optim=dict(lr=1e-9)), tmp_path / "ft", progress=False)  # a step that moves nothing
+    got = seen["zoo:tiny"].state_dict()
+    assert all(torch.allclose(got[k].float(), start[k], atol=1e-6) for k in start if start[k].is_floating_point()
+               and "running" not in k and "num_batches" not in k)
+    with pytest.raises(T.TrainConfigError, match="is a tcm-dbnet, this run trains a dbnet"):
+        T.train(TrainConfig.for_profile("smoke", detector="dbnet", init_from="zoo:tiny"), tmp_path / "x",
+                progress=False)
+    with pytest.raises(T.CheckpointError, match="not a finished tcm-kit run"):
+        T.run_hash(base.updated(init_from=str(tmp_path)))
