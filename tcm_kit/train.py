@@ -39,11 +39,12 @@ SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
 def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None) -> str:
     """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
     starts from (tcm_kit.clip.clip_fingerprint), for a real domain of its data folder's manifest
-    (data_fingerprint), and of the precision it trains in (`precision`, else tcm_kit.precision.precision_for
-    `device`, None: the default device) when that is bf16. So a new CLIP checkpoint or an edited dataset never reuses a run trained on another, and a bf16 run is
-    never read back for fp32 or the other way round: both can sit in one cache. An fp32 run's key has no
-    precision field, so it is the key the kit gave before precision could be chosen (the committed reports'
-    runs were fp32)."""
+    (data_fingerprint), of the detector it fine-tunes from (init_fingerprint), and of the precision it trains in
+    (`precision`, else tcm_kit.precision.precision_for `device`, None: the default device) when that is bf16.
+    So a new CLIP checkpoint or an edited dataset never reuses a run trained on another, and a bf16 run is never
+    read back for fp32 or the other way round: both can sit in one cache. An fp32 run's key has no precision
+    field, so it is the key the kit gave before precision could be chosen (the committed reports' runs were
+    fp32)."""
     from .clip import clip_fingerprint
 
     extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
@@ -52,7 +53,7 @@ def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None 
     if (precision or precision_for(device)) == "bf16":
         extra["precision"] = "bf16"
     if cfg.init_from is not None:
-        extra["init_fingerprint"] = init_weights(cfg.init_from)[2]
+        extra["init_fingerprint"] = init_fingerprint(cfg.init_from)
     return config_hash({**run_fields(cfg), **extra})
 
 
@@ -66,22 +67,34 @@ def run_fields(cfg: TrainConfig) -> dict:
     return fields
 
 
-def init_weights(spec: str) -> tuple[dict, str, str]:
-    """(state dict, detector, sha256 of the weights file) of a fine-tuning start: a finished run folder or
-    "zoo:<name>" (a released detector, its sha256 checked)."""
-    from .clip import file_sha256
+def init_fingerprint(spec: str) -> str:
+    """The sha256 of a fine-tuning start's weights (see init_weights), without loading them: a released
+    detector's recorded one, a run's last.pt hashed once per path, size and mtime."""
+    from .clip import _path_fingerprint
 
+    if spec.startswith("zoo:"):
+        from .zoo import detector_record
+
+        return "zoo:" + str(detector_record(spec[4:])["sha256"])
+    ckpt = Path(spec).expanduser().resolve() / "last.pt"
+    if not (ckpt.parent / "result.json").exists() or not ckpt.exists():
+        raise CheckpointError(f"{ckpt.parent}: not a finished tcm-kit run (no result.json) to fine-tune from; "
+                              "finish it, or give zoo:<name> for a released detector")
+    st = ckpt.stat()
+    return "run:" + _path_fingerprint(str(ckpt), st.st_size, st.st_mtime_ns)
+
+
+def init_weights(spec: str) -> tuple[dict, str]:
+    """(state dict, detector) of a fine-tuning start: a finished run folder or "zoo:<name>" (a released
+    detector, its sha256 checked)."""
     if spec.startswith("zoo:"):
         from .zoo import released_weights
 
-        weights, fields, record = released_weights(spec[4:])
-        return weights, fields["detector"], record["sha256"]
-    run = Path(spec)
-    if not (run / "result.json").exists():
-        raise CheckpointError(f"{run}: not a finished tcm-kit run (no result.json) to fine-tune from; finish it, "
-                              "or give zoo:<name> for a released detector")
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    return ckpt["model"], run_config(run).detector, file_sha256(run / "last.pt")
+        weights, fields, _ = released_weights(spec[4:])
+        return weights, fields["detector"]
+    init_fingerprint(spec)  # finished, or said in one line
+    ckpt = torch.load(Path(spec) / "last.pt", map_location="cpu", weights_only=False)
+    return ckpt["model"], run_config(spec).detector
 
 
 def data_fingerprint(root) -> str:
@@ -462,7 +475,7 @@ def fit(cfg: TrainConfig, out_dir, progress: bool = True, device: str = "cpu"):
     seed_everything(cfg.seed)  # same init whatever the data preparation consumed
     model = build_model(cfg, progress and rank == 0).to(device)
     if cfg.init_from is not None and not (out_dir / "last.pt").exists():
-        weights, detector, _ = init_weights(cfg.init_from)
+        weights, detector = init_weights(cfg.init_from)
         if detector != cfg.detector:
             raise TrainConfigError(f"init_from {cfg.init_from} is a {detector}, this run trains a {cfg.detector}: "
                                    "fine-tune a detector of the same architecture")
