@@ -98,7 +98,7 @@ def precision_tables(plan: Plan | str, precisions=("fp32", "bf16"), progress: bo
         hb = np.array([float(by_run[b][_key(c)]["hmean"]) for c in cfgs])
         c0 = cfgs[0]
         run_rows.append({"detector": c0.detector, "domain": c0.domain, "shot": c0.shot,
-                         "variant": _variant(c0), "seeds": " ".join(str(c.seed) for c in cfgs),
+                         "variant": _variant(c0, plan), "seeds": " ".join(str(c.seed) for c in cfgs),
                          f"hmean_{a}": float(ha.mean()), f"hmean_{b}": float(hb.mean()),
                          f"{b}_minus_{a}": float((hb - ha).mean()),
                          f"max_abs_{b}_minus_{a}": float(np.abs(hb - ha).max()),
@@ -107,15 +107,13 @@ def precision_tables(plan: Plan | str, precisions=("fp32", "bf16"), progress: bo
     return claims_df, pd.DataFrame(run_rows), seconds
 
 
-def _variant(cfg) -> str:
-    """The TCM switches that differ from the default TCM config, for the ablation ladder's rows."""
+def _variant(cfg, plan: Plan) -> str:
+    """The TCM settings that differ from the Plan's own TCM-DBNet (the ablation ladder's rungs), "-" for none."""
     import dataclasses
-
-    from .tcm import TCMConfig
 
     if cfg.tcm is None:
         return "-"
-    base = dataclasses.asdict(TCMConfig())
+    base = dataclasses.asdict(plan.config("tcm-dbnet", cfg.domain).tcm)
     mine = dataclasses.asdict(cfg.tcm)
     diff = [f"{k}={v}" for k, v in mine.items() if base.get(k) != v]
     return ", ".join(diff) or "-"
