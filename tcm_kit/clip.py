@@ -146,16 +146,22 @@ def released_clip_info() -> dict:
         raise ClipWeightsError(f"{RELEASED_CLIP_META}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
+def verify_release(path: Path, record: Path, sha256: str | None, error=None, restore: str = "restore it from git"):
+    """Raise `error` (ClipWeightsError) unless the released file `path` exists and has the sha256 that its record
+    file `record` gives; `restore` says how to get a good copy."""
+    error = error or ClipWeightsError
+    if not path.is_file():
+        raise error(f"{path} is missing (its record {record.name} is there): {restore}")
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise error(f"{path}: sha256 {digest[:16]}... does not match the recorded {str(sha256)[:16]}... in "
+                    f"{record.name}: the file is damaged or was replaced; {restore}")
+
+
 def _load_embedded():
     info = released_clip_info()
-    if not RELEASED_CLIP.is_file():
-        raise ClipWeightsError(f"{RELEASED_CLIP} is missing (its record {RELEASED_CLIP_META.name} is there): "
-                               "restore it from git or re-make it with `tcm-kit pretrain --profile release --export`")
-    digest = file_sha256(RELEASED_CLIP)
-    if digest != info.get("sha256"):
-        raise ClipWeightsError(f"{RELEASED_CLIP}: sha256 {digest[:16]}... does not match the recorded "
-                               f"{str(info.get('sha256'))[:16]}... in {RELEASED_CLIP_META.name}: the file is "
-                               "damaged or was replaced; restore it from git")
+    verify_release(RELEASED_CLIP, RELEASED_CLIP_META, info.get("sha256"),
+                   restore="restore it from git or re-make it with `tcm-kit pretrain --profile release --export`")
     model, _ = _load_from_path(RELEASED_CLIP)
     return model.float()
 

@@ -764,6 +764,29 @@ def load_run(run_dir, device: str = "cpu"):
     return model.to(device).eval(), cfg, (json.loads(done.read_text()) if done.exists() else None)
 
 
+def export_detector(run_dir, name: str, folder=None) -> dict:
+    """Release the finished run in `run_dir` as the detector `name` (tcm_kit.zoo; folder None: tcm_kit/weights)
+    -> its record."""
+    from .zoo import ZooError, write_release
+
+    model, cfg, result = load_run(run_dir)
+    if result is None:
+        raise ZooError(f"{run_dir} has not finished (no result.json): finish the run, then export it")
+    return write_release(run_dir, model.state_dict(), run_fields(cfg), result, name, folder)
+
+
+def load_detector(name: str | None = None, device: str = "cpu", folder=None):
+    """(model in eval mode, config, record) of the released detector `name` (None: tcm_kit.zoo.DEFAULT_DETECTOR)
+    in `folder` (None: tcm_kit/weights), its sha256 checked before the model is built."""
+    from .zoo import DEFAULT_DETECTOR, released_weights
+
+    weights, fields, record = released_weights(name or DEFAULT_DETECTOR, folder)
+    cfg = TrainConfig.from_dict(fields)
+    model = build_model(cfg, progress=False)
+    model.load_state_dict(weights)
+    return model.to(device).eval(), cfg, record
+
+
 def evaluate_checkpoint(run_dir, test_root=None, progress: bool = True, device: str = "cpu",
                         size: int | None = None, test_format: str | None = None) -> dict:
     """Re-evaluate a run: threshold picked on its validation split, P/R/hmean on `test_root` (default: its test
@@ -799,9 +822,7 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
     if run_dir is None:
-        from .zoo import DEFAULT_DETECTOR, load_detector
-
-        model, cfg, record = load_detector(released or DEFAULT_DETECTOR, device)
+        model, cfg, record = load_detector(released, device)
         result = record["result"]
     else:
         model, cfg, result = load_run(run_dir, device)

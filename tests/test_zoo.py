@@ -19,7 +19,7 @@ def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     run = root / "run"
     T.train(TrainConfig.for_profile("smoke", detector="tcm-dbnet"), run, progress=False)
-    record = zoo.export_detector(run, "tiny", root / "weights")
+    record = T.export_detector(run, "tiny", root / "weights")
     return run, root / "weights", record
 
 
@@ -38,7 +38,7 @@ def test_export_writes_fp16_weights_record_and_curves(released):
 
 def test_the_release_predicts_as_its_run_within_fp16_rounding(released):
     run, folder, _ = released
-    model, cfg, record = zoo.load_detector("tiny", folder=folder)
+    model, cfg, record = T.load_detector("tiny", folder=folder)
     ref, _, _ = T.load_run(run)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -58,12 +58,12 @@ def test_a_damaged_or_missing_release_is_refused_in_one_line(released, tmp_path)
     data[-10] ^= 0xFF
     (broken / "tiny.pt").write_bytes(bytes(data))
     with pytest.raises(zoo.ZooError, match="sha256 .* does not match"):
-        zoo.load_detector("tiny", folder=broken)
+        T.load_detector("tiny", folder=broken)
     with pytest.raises(zoo.ZooError, match="no released detector 'other'.*released: tiny"):
-        zoo.load_detector("other", folder=broken)
+        T.load_detector("other", folder=broken)
     (broken / "tiny.pt").unlink()
     with pytest.raises(zoo.ZooError, match="is missing"):
-        zoo.load_detector("tiny", folder=broken)
+        T.load_detector("tiny", folder=broken)
 
 
 def test_predict_without_a_run_folder_uses_the_released_detector(released, tmp_path, monkeypatch, capsys):
