@@ -35,8 +35,8 @@ NATIVE_ENV = "TCM_KIT_NATIVE_BF16"
 
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Cooper Lake / Sapphire Rapids on), ARMv8.6 bf16
 
-# CLIP pre-training steps in bf16 where it is emulated (oneDNN without bf16 instructions) against fp32 on the
-# same CPU; see reports/NOTES.md (2026-12-05) for how it was measured
+# CLIP pre-training in bf16 where it is emulated (oneDNN without bf16 instructions) against fp32 on the same CPU,
+# as issue 32 measured it on such a CPU (reports/NOTES.md, 2026-12-05)
 EMULATED_BF16_SLOWDOWN = "15-20x"
 
 
