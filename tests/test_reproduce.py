@@ -108,3 +108,6 @@ def test_real_data_reaches_the_notebooks_that_take_it_and_absent_benchmarks_are_
     assert "icdar2015/test: not found" in said and "td500/train: not found" in said and "real data: td500/test" in said
     with pytest.raises(FileNotFoundError, match="no such data folder"):
         run_notebooks("smoke", notebooks=[plain], out_dir=tmp_path / "out", progress=False, data=tmp_path / "nope")
+    from tcm_kit.cli import main
+
+    assert main(["reproduce", "--profile", "smoke", "--quiet", "--data", str(tmp_path / "nope")]) == 2  # one line

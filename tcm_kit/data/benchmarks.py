@@ -17,10 +17,14 @@ from pathlib import Path
 
 from ..utils import config_hash
 
-__all__ = ["BENCHMARK_SPLITS", "find_benchmarks", "fingerprint", "fingerprints"]
+__all__ = ["BENCHMARK_SPLITS", "BenchmarkError", "find_benchmarks", "fingerprint", "fingerprints"]
 
 # benchmark -> its splits, in the layout above
 BENCHMARK_SPLITS = {"icdar2015": ("test",), "td500": ("train", "test")}
+
+
+class BenchmarkError(FileNotFoundError):
+    """The data folder a user named does not exist."""
 
 
 def find_benchmarks(data) -> tuple[dict[str, Path], list[str]]:
@@ -30,7 +34,7 @@ def find_benchmarks(data) -> tuple[dict[str, Path], list[str]]:
         return {}, []
     root = Path(data).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such data folder (expected {', '.join(_layout())} inside)")
+        raise BenchmarkError(f"{root}: no such data folder (expected {', '.join(_layout())} inside)")
     found, notes = {}, []
     for name, splits in BENCHMARK_SPLITS.items():
         for split in splits:
