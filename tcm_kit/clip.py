@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 
 from tcm_kit.data.transforms import CLIP_MEAN, CLIP_STD  # the one home of the normalisation constants
+from tcm_kit.utils import file_sha256
 
 __all__ = [
     "EMBEDDED_MODEL_NAME", "DENSE_ATTENTION", "CLIP_MEAN", "CLIP_STD", "ClipWeightsError", "ClipInputError",
@@ -127,12 +127,6 @@ def load_clip(clip_weights: str | os.PathLike = "embedded", device="cpu"):
 # "embedded": the released checkpoint shipped in tcm_kit/weights/
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def released_clip_info() -> dict:

@@ -247,10 +247,9 @@ def resolve_comparisons(plan: Plan | str, comparisons: Sequence, desc: str, prog
     by_hash = {T.run_hash(c): r for c, r in zip(configs, run_many(plan, configs, desc, progress))}
 
     def results(group, test_on):
-        out = [by_hash[T.run_hash(c)] for c in group]
-        if test_on is not None:
-            out = [cross_evaluate(r, c, [test_on])[0] for r, c in zip(out, group)]
-        return tuple({**r, "seed": c.seed, "amp": by_hash[T.run_hash(c)].get("amp")} for r, c in zip(out, group))
+        trained = [by_hash[T.run_hash(c)] for c in group]
+        out = trained if test_on is None else [cross_evaluate(r, c, [test_on])[0] for r, c in zip(trained, group)]
+        return tuple({**r, "seed": c.seed, "amp": t.get("amp")} for r, t, c in zip(out, trained, group))
 
     return [dataclasses.replace(sp, **{k: results(getattr(sp, k), sp.test_on) for k in
                                        ("method", "baseline", "method2", "baseline2")}) for sp in comparisons]

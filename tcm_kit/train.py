@@ -347,23 +347,29 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str | None = None, any
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
-    want = run_hash(cfg, device)
-    if any_precision and ck.get("config_hash") in {run_hash(cfg, precision=p) for p in ("fp32", "bf16")}:
+    keys = _precision_keys(cfg)  # precision -> run key
+    want = keys[precision_for(device)]
+    written = {k: p for p, k in keys.items()}.get(ck.get("config_hash"))  # the precision it was written in
+    if any_precision and written is not None:
         return ck
     if ck.get("config_hash") != want:
-        other = {run_hash(cfg, precision=p): p for p in ("fp32", "bf16")}.get(ck.get("config_hash"))
-        if other is not None:
-            raise CheckpointError(f"{path}: this run trained in {other} and this process trains in "
+        if written is not None:
+            raise CheckpointError(f"{path}: this run trained in {written} and this process trains in "
                                   f"{precision_for(device)}; a run never mixes precisions: set "
-                                  f"TCM_KIT_PRECISION={other} to resume it, or use another --out folder")
+                                  f"TCM_KIT_PRECISION={written} to resume it, or use another --out folder")
         raise CheckpointError(f"{path}: written by config {ck.get('config_hash')}, this run is {want}; "
                               f"use another --out folder")
     return ck
 
 
+def _precision_keys(cfg: TrainConfig) -> dict[str, str]:
+    """{precision: cfg's run key in it} for fp32 and bf16."""
+    return {p: run_hash(cfg, precision=p) for p in ("fp32", "bf16")}
+
+
 def _other_run(out_dir: Path, result: dict, cfg: TrainConfig, device: str) -> str:
     """The message for a finished run in out_dir that is not cfg's in this precision."""
-    if result.get("config_hash") in {run_hash(cfg, precision=p) for p in ("fp32", "bf16")}:
+    if result.get("config_hash") in _precision_keys(cfg).values():
         return (f"{out_dir} holds this config's finished run in {result.get('amp')}, and this process trains in "
                 f"{precision_for(device)}; a run never mixes precisions: set TCM_KIT_PRECISION="
                 f"{result.get('amp')} to read it back, or use another out folder")

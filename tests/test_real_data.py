@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tcm_kit.data.benchmarks import find_benchmarks, fingerprint, fingerprints
+from tcm_kit.data.benchmarks import find_benchmarks, find_test_splits, fingerprint, fingerprints
 
 
 def _layout(root, parts=("icdar2015/test", "td500/train", "td500/test")):
@@ -20,6 +20,8 @@ def test_found_splits_and_a_note_per_absent_one(tmp_path):
     (tmp_path / "td500" / "train").mkdir()  # an empty folder is absent too
     assert find_benchmarks(tmp_path)[1] == notes
     assert find_benchmarks(None) == ({}, [])
+    tests, test_notes = find_test_splits(tmp_path)
+    assert sorted(tests) == ["icdar2015/test", "td500/test"] and test_notes == []  # td500/train's note is not theirs
     with pytest.raises(FileNotFoundError, match="icdar2015/test/"):
         find_benchmarks(tmp_path / "missing")
 

@@ -12,12 +12,12 @@ another machine gives the same stamp and an edited annotation a new one.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from ..utils import config_hash
+from ..utils import config_hash, file_sha256
 
-__all__ = ["BENCHMARK_SPLITS", "BenchmarkError", "find_benchmarks", "fingerprint", "fingerprints"]
+__all__ = ["BENCHMARK_SPLITS", "BenchmarkError", "find_benchmarks", "find_test_splits", "fingerprint",
+           "fingerprints"]
 
 # benchmark -> its splits, in the layout above
 BENCHMARK_SPLITS = {"icdar2015": ("test",), "td500": ("train", "test")}
@@ -46,6 +46,13 @@ def find_benchmarks(data) -> tuple[dict[str, Path], list[str]]:
     return found, notes
 
 
+def find_test_splits(data) -> tuple[dict[str, Path], list[str]]:
+    """find_benchmarks kept to the test splits, with the notes about absent test splits only."""
+    found, notes = find_benchmarks(data)
+    return ({k: v for k, v in found.items() if k.endswith("/test")},
+            [n for n in notes if n.split(":", 1)[0].endswith("/test")])
+
+
 def _layout() -> list[str]:
     return [f"{name}/{split}/" for name, splits in BENCHMARK_SPLITS.items() for split in splits]
 
@@ -53,14 +60,7 @@ def _layout() -> list[str]:
 def fingerprint(folder) -> str:
     """A content hash of a folder: every file's relative path and sha256 (12 hex digits)."""
     folder = Path(folder)
-    entries = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            entries.append((p.relative_to(folder).as_posix(), h.hexdigest()))
+    entries = [(p.relative_to(folder).as_posix(), file_sha256(p)) for p in sorted(folder.rglob("*")) if p.is_file()]
     return config_hash({"files": entries})
 
 
