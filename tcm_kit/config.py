@@ -22,7 +22,7 @@ from .tcm import TCMConfig
 
 __all__ = ["TrainConfig", "TrainConfigError", "DataConfig", "AugConfig", "OptimConfig", "EvalConfig", "PROFILES"]
 
-PROFILES = ("smoke", "cpu", "cpu-plan", "full")
+PROFILES = ("smoke", "cpu", "cpu-plan", "release", "full")
 
 
 class TrainConfigError(ValueError):
@@ -227,7 +227,8 @@ class TrainConfig:
     def for_profile(cls, profile: str = "cpu", **overrides) -> "TrainConfig":
         """smoke: seconds (CI); cpu: about 10 min per run on 2 cores (`tcm-kit train`); cpu-plan: cpu shortened
         to 400 steps of batch 4 (1.5-2 min a run: the many runs of the cpu Plan of notebooks 02-05,
-        tcm_kit.experiments.Plan); full: the paper's setting on GPUs (real data). Overrides as in `updated`."""
+        tcm_kit.experiments.Plan); release: the released synthetic-only detectors (hours); full: the paper's
+        setting on GPUs (real data). Overrides as in `updated`."""
         if profile not in PROFILES:
             raise TrainConfigError(f"profile must be one of {PROFILES}, got {profile!r}")
         detector = overrides.get("detector", cls.detector)
@@ -300,6 +301,14 @@ def _profile_settings(profile: str, family: str) -> dict:
         # validation at steps 150, 300 (3/4 of the run, where the plateau test starts: tables.plateau_table) and 400
         return {**cpu, "optim": {**cpu["optim"], "steps": 400, "batch_size": 4, "warmup_steps": 40},
                 "evaluation": {**cpu["evaluation"], "val_every": 150}, "num_workers": 0}
+    if profile == "release":
+        # the released synthetic-only detectors (tcm_kit/weights/, `tcm-kit train --profile release`): the cpu recipe
+        # on 20x its training images (4,000) for 12x its steps, with the validation curve every 1,000 steps; one
+        # thread and no data workers, so that two detectors train side by side on a 2-core machine
+        cpu = _profile_settings("cpu", family)
+        return {**cpu, "data": {**cpu["data"], "num_train": 4000, "num_val": 100},
+                "optim": {**cpu["optim"], "steps": 12000, "warmup_steps": 200},
+                "evaluation": {**cpu["evaluation"], "val_every": 1000}, "ckpt_every": 500, "num_workers": 0}
     if profile == "cpu":
         # 160 px crops of 320 px images, text drawn with its smallest font at 16 px; DBNet and PAN rescale by
         # 1.0-1.6 of the crop's side (the image at 0.5-0.8x, most of it in each crop) at lr 4e-3, FCENet by 1.6-2.4

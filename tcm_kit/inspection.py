@@ -22,7 +22,8 @@ __all__ = [
     "InspectError", "DEFAULT_PROMPTS", "PROFILE_SETTINGS", "settings_for", "to_clip_batch", "fit_to_stride",
     "load_image", "random_clip", "similarity_maps", "similarity_map", "cell_coverage", "text_cell_auc",
     "inspection_images", "similarity_table", "plot_similarity_grid", "pretrain_log", "plot_pretrain_curves",
-    "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer", "score_map_auc",
+    "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer", "score_map_auc", "real_prior_auc",
+    "detection_views", "plot_detection_views",
 ]
 
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
@@ -504,3 +505,58 @@ def _box(w: int, h: int):
     from tcm_kit.data.formats import Instance
 
     return Instance(np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32), "", False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a trained detector on one picture: the CLIP prior beside what training made of it
+
+
+@torch.no_grad()
+def detection_views(detector, clip, tokenizer, image, size: int = 1280, box_thresh: float = 0.5,
+                    prompt: str = "text") -> dict:
+    """One picture through a CLIP and a trained detector -> dict(image uint8 (H, W, 3) at long side `size` in
+    multiples of 32, prior (h/32, w/32) cosine map of `prompt`, score_map (h', w') TCM's score map P in [0, 1] or
+    None for a plain detector, detections [(polygon (N, 2) in the image's pixels, score)])."""
+    pic = fit_to_stride(_as_image(image), size)
+    prior = similarity_map(clip, tokenizer, pic, prompt)
+    detector.eval()
+    device = next(detector.parameters()).device
+    x = to_tensor(np.array(pic))[None].to(device)  # (1, 3, H, W), the detector's own input normalisation (as predict)
+    out = detector(x)
+    score = out["score_map"][0, 0].float().cpu().numpy() if "score_map" in out else None
+    dets = detector.predict(x, scale=1.0, box_thresh=box_thresh)[0]
+    return {"image": pic, "prior": prior, "score_map": score, "detections": dets}
+
+
+def plot_detection_views(views: dict, title: str = "", cmap: str = "jet", alpha: float = 0.55):
+    """A Figure of detection_views: the CLIP prior's map, the trained TCM score map and the detections, side by
+    side over the picture."""
+    import cv2
+
+    pic = views["image"]
+    H, W = pic.shape[:2]
+    fig = _figure(13.5, 13.5 / 3 * H / W + 0.7)
+    axes = fig.subplots(1, 3)
+    grey = pic.mean(axis=2)
+    prior = views["prior"]
+    axes[0].imshow(grey, cmap="gray", vmin=0, vmax=255)
+    axes[0].imshow(prior, cmap=cmap, alpha=alpha, extent=(0, W, H, 0), interpolation="bilinear")
+    axes[0].set_title(f"CLIP prior: cosine with 'text' [{prior.min():.2f}, {prior.max():.2f}]", fontsize=9)
+    axes[1].imshow(grey, cmap="gray", vmin=0, vmax=255)
+    if views["score_map"] is not None:
+        axes[1].imshow(views["score_map"], cmap=cmap, alpha=alpha, vmin=0, vmax=1, extent=(0, W, H, 0),
+                       interpolation="bilinear")
+        axes[1].set_title("trained TCM score map P (0 to 1)", fontsize=9)
+    else:
+        axes[1].set_title("no score map: a detector without TCM", fontsize=9)
+    canvas = pic.copy()
+    for poly, _ in views["detections"]:
+        cv2.polylines(canvas, [np.round(poly).astype(np.int32)], True, (0, 255, 0), max(1, W // 640))
+    axes[2].imshow(canvas)
+    axes[2].set_title(f"{len(views['detections'])} detections", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

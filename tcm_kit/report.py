@@ -56,8 +56,10 @@ def _write_meta(name: str, kind: str, title: str, stamp: Stamp, files: list[str]
     write_index()
 
 
-def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits: int = 3) -> Path:
-    """Write reports/<name>.md and .csv (and the paper's figures beside ours when given, labelled as such)."""
+def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits: int = 3,
+               paper_heading: str = PAPER_HEADING) -> Path:
+    """Write reports/<name>.md and .csv (and the paper's figures beside ours when given, labelled as such under
+    `paper_heading`)."""
     d = reports_dir()
     df.to_csv(d / f"{name}.csv", index=False)
     lines = [f"# {title}", "", f"_Ours, from a run: {stamp.line()}._", ""]
@@ -66,7 +68,7 @@ def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits
     lines += [_markdown(df, float_digits), ""]
     files = [f"{name}.md", f"{name}.csv"]
     if paper is not None:
-        lines += [PAPER_HEADING, "",
+        lines += [paper_heading, "",
                   _markdown(paper, float_digits), ""]
     (d / f"{name}.md").write_text("\n".join(lines))
     _write_meta(name, "table", title, stamp, files)
@@ -116,13 +118,14 @@ def write_index() -> Path:
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 # the headline of the top-level README: reports/<name>.md tables (ours only) and reports/<name>.png figures
-README_RESULTS = ("claims", "plateau", "main_table", "ablations", "few_shot", "few_shot_curve", "transfer", "tau_lambda", "clip_prior")
+README_RESULTS = ("real_photos", "claims", "plateau", "main_table", "ablations", "few_shot", "few_shot_curve", "transfer", "tau_lambda", "clip_prior")
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", names=README_RESULTS) -> list[str]:
-    """Copy the named reports (tables: title, stamp and our table, without the paper's part; figures: an image
-    link) between the README's results markers; returns the names found. Nothing is typed by hand: a report
-    that does not exist is left out, and a README without the markers is refused."""
+    """Copy the named reports (tables: title, stamp and our table, without the paper's or the field's figures
+    that follow it under a `## ` heading; figures: an image link) between the README's results markers; returns
+    the names found. Nothing is typed by hand: a report that does not exist is left out, and a README without the
+    markers is refused."""
     readme = Path(readme)
     text = readme.read_text()
     if README_START not in text or README_END not in text:
@@ -132,7 +135,7 @@ def update_readme(readme: Path = REPO_ROOT / "README.md", names=README_RESULTS) 
     for name in names:
         md, png = d / f"{name}.md", d / f"{name}.png"
         if md.exists():
-            ours = md.read_text().split(PAPER_HEADING)[0].strip().splitlines()
+            ours = md.read_text().split("\n## ")[0].strip().splitlines()  # before the others' figures
             title = ours[0].lstrip("# ").strip() if ours else name
             parts += [f"#### {title}", *ours[1:], "", f"(full table: [{rel}/{name}.md]({rel}/{name}.md))", ""]
             found.append(name)

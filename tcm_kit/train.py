@@ -821,15 +821,18 @@ def output_names(paths: list) -> list[str]:
 def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None,
                    released: str | None = None):
     """Detect text in image files with the run in `run_dir` (None: the released detector `released`, default
-    tcm_kit.zoo.DEFAULT_DETECTOR): yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
+    tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size): yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
     (None, why) for an image that cannot be read, and goes on with the next."""
     import cv2
 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
     if run_dir is None:
+        from .zoo import PHOTO_SIZE
+
         model, cfg, record = load_detector(released, device)
         result = record["result"]
+        size = size or record.get("photo_size", PHOTO_SIZE)
     else:
         model, cfg, result = load_run(run_dir, device)
     thresholds = cfg.evaluation.box_thresholds

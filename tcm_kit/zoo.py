@@ -24,10 +24,13 @@ import torch
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
 
 __all__ = ["ZooError", "write_release", "released_weights", "detector_record", "released_detectors",
-           "DEFAULT_DETECTOR"]
+           "DEFAULT_DETECTOR", "PHOTO_SIZE"]
 
 KIND = "tcm-kit-detector"
 DEFAULT_DETECTOR = "tcm-dbnet-synth"  # what `tcm-kit predict` uses without a run folder
+# the long side a released detector resizes a real photo to (`tcm-kit predict`, benchmarks.real_photos): ICDAR2015's
+# photos at their own 1280 x 720. Its own test_size is the synthetic test split's, far smaller than a photo.
+PHOTO_SIZE = 1280
 
 
 class ZooError(RuntimeError):
@@ -74,7 +77,7 @@ def write_release(run_dir, state_dict: dict, fields: dict, result: dict, name: s
     record = {"kind": KIND, "name": name, "file": paths["weights"].name, "sha256": file_sha256(paths["weights"]),
               "size_bytes": paths["weights"].stat().st_size, "dtype": "float16", "detector": fields["detector"],
               "domain": fields["domain"], "run_hash": result["config_hash"], "config": fields,
-              "result": {k: result.get(k) for k in keep},
+              "result": {k: result.get(k) for k in keep}, "photo_size": PHOTO_SIZE,
               "log": paths["log"].name, "val_curve": paths["val"].name if has_val else None, "evaluations": []}
     text = json.dumps(record, indent=1, default=str)
     paths["record"].write_text(text + "\n")

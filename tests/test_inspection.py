@@ -289,3 +289,22 @@ def test_real_prior_auc_ranks_text_cells_and_leaves_dont_care_out(tmp_path, monk
 
     with pytest.raises(MissingFileError, match="empty.*no image folder"):
         ins.real_prior_auc(StandIn(1), tokenizer, tmp_path / "empty")
+
+
+@pytest.mark.parametrize("name", ["tcm-dbnet", "dbnet"])
+def test_detection_views_show_prior_score_map_and_detections_on_one_picture(tiny, name):
+    from tcm_kit import train as T
+    from tcm_kit.train import TrainConfig
+
+    model, tok = tiny
+    detector = T.build_model(TrainConfig.for_profile("smoke", detector=name), progress=False)
+    views = ins.detection_views(detector, model, tok, _image(72, 128), size=256, box_thresh=0.0)
+    assert views["image"].shape == (128, 256, 3) and views["prior"].shape == (4, 8)  # sides in multiples of 32
+    if name == "tcm-dbnet":  # P is a probability map over the picture; a plain DBNet has none
+        assert views["score_map"].ndim == 2 and 0 <= views["score_map"].min() <= views["score_map"].max() <= 1
+    else:
+        assert views["score_map"] is None
+    assert all(p.shape[1] == 2 for p, _ in views["detections"])
+    fig = ins.plot_detection_views(views, name)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    assert fig.axes[2].get_title() == f"{len(views['detections'])} detections"

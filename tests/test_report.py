@@ -35,12 +35,18 @@ def test_readme_results_block_is_filled_from_reports_only(tmp_path, monkeypatch)
     stamp = Stamp(profile="cpu", seeds=(0,), wall_seconds=5, commit="abc123")
     paper = pd.DataFrame({"detector": ["tcm-dbnet"], "hmean": [0.888]})
     save_table(pd.DataFrame({"detector": ["dbnet"], "hmean": [0.25]}), "main_table", "Main", stamp, paper=paper)
+    field = pd.DataFrame({"detector": ["EAST"], "F": [57.9]})
+    save_table(pd.DataFrame({"detector": ["ours"], "hmean": [0.5]}), "real", "Real", stamp, paper=field,
+               paper_heading="## Figures reported by others")
     fig, ax = plt.subplots()
     save_figure(fig, "few_shot_curve", "Curve", stamp)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nstale\n{README_END}\noutro\n")
-    assert update_readme(readme, names=("main_table", "few_shot_curve", "missing")) == ["main_table", "few_shot_curve"]
+    assert update_readme(readme, names=("main_table", "real", "few_shot_curve", "missing")) == [
+        "main_table", "real", "few_shot_curve"]
+    assert "## Figures reported by others" in (tmp_path / "reports" / "real.md").read_text()
     text = readme.read_text()
+    assert "| ours | 0.500 |" in text and "57.9" not in text and "reported by others" not in text
     assert text.startswith("intro\n") and text.endswith(f"{README_END}\noutro\n") and "stale" not in text
     assert "| dbnet | 0.250 |" in text and "commit `abc123`" in text and "0.888" not in text  # ours only
     assert "(reports/few_shot_curve.png)" in text and "(reports/main_table.md)" in text

@@ -73,7 +73,9 @@ def test_predict_without_a_run_folder_uses_the_released_detector(released, tmp_p
     cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8))
     assert main(["predict", str(img), "--detector", "tiny", "--out", str(tmp_path / "preds"), "--quiet"]) == 0
     assert (tmp_path / "preds" / "photo.png").exists() and (tmp_path / "preds" / "res_photo.txt").exists()
-    assert "released detector tiny" in capsys.readouterr().out
+    out = capsys.readouterr().out  # a photo is resized to the record's photo_size, not the synthetic test_size
+    assert "released detector tiny" in out and f"long side of {zoo.PHOTO_SIZE} px" in out
+    assert T.load_detector("tiny", folder=folder)[2]["photo_size"] == zoo.PHOTO_SIZE
     assert main(["predict", str(img), "--detector", "nope", "--out", str(tmp_path / "p2"), "--quiet"]) == 2
     assert "no released detector 'nope'" in capsys.readouterr().err
 
@@ -104,3 +106,23 @@ def test_fine_tuning_starts_from_a_run_or_a_release_and_has_its_own_identity(rel
                 progress=False)
     with pytest.raises(T.CheckpointError, match="not a finished tcm-kit run"):
         T.run_hash(base.updated(init_from=str(tmp_path)))
+
+
+def test_train_with_export_releases_the_finished_run_in_one_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    run = tmp_path / "run"
+    assert main(["train", "--profile", "smoke", "--detector", "dbnet", "--out", str(run), "--export", "mine",
+                 "--quiet"]) == 0
+    record = zoo.detector_record("mine")
+    assert f"released: mine.pt sha256 {record['sha256']}" in capsys.readouterr().out
+    assert record["detector"] == "dbnet" and record["run_hash"] == json.loads((run / "result.json").read_text())[
+        "config_hash"]
+
+
+def test_the_release_profile_is_the_cpu_recipe_on_more_images_and_steps():
+    for det in ("tcm-dbnet", "dbnet"):
+        cpu, rel = (TrainConfig.for_profile(p, detector=det) for p in ("cpu", "release"))
+        assert (rel.aug, rel.head, rel.tcm, rel.optim.lr, rel.domain) == (cpu.aug, cpu.head, cpu.tcm, cpu.optim.lr,
+                                                                           cpu.domain)
+        assert (rel.data.num_train, rel.optim.steps, rel.evaluation.val_every, rel.num_workers) == (4000, 12000,
+                                                                                                  1000, 0)

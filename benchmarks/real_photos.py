@@ -1,0 +1,281 @@
+"""Detectors on real photos: the released detectors (tcm_kit.zoo), runs of one's own and the peers, scored on the
+same benchmark photos with the same metric.
+
+    python -m benchmarks.real_photos --data ../shared/datasets [--detectors NAME ...] [--runs DIR ...]
+        [--peers rapidocr craft] [--splits icdar2015/test td500/test] [--only NAME ...] [--n N]
+
+Each (detector, split) pass writes its detections image by image to data/eval/real_photos/ (one JSON line per
+photo, with its seconds), so an interrupted pass resumes where it stopped and a slow peer can run in parts, or in a
+second process beside the first (`--only craft`). The report (reports/real_photos.md, .csv) is made from the
+passes that are complete; an incomplete one is listed with its count. Nothing is tuned on these photos: ours use
+the box threshold their run picked on its own validation split and the long side given per split below; the
+peers use their own settings.
+
+hmean: tcm_kit.metrics (IoU > 0.5; ICDAR2015's `###` and TD500's difficult lines are don't care), with a 95 %
+interval from resampling the photos (2,000 draws). The differences of the first released detector against each
+other detector are paired by photo, with a bootstrap p-value, Holm-corrected over the table's differences.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SPLITS = ("icdar2015/test", "td500/test")
+N_BOOT = 2000
+LEVEL = 0.95
+
+# figures reported by others, for context (not produced by this kit): F-measure (%) on ICDAR2015 test
+FIELD = [
+    ("EAST trained on SynthText alone, 10 k images", "SynthText3D (Liao et al., AAAI 2020), quoted in issue 34", 46.3),
+    ("EAST trained on SynthText alone, all 800 k images", "quoted in issue 34", 57.9),
+    ("EAST trained on SynthText3D, 10 k images", "SynthText3D (Liao et al., AAAI 2020), quoted in issue 34", 66.3),
+    ("EAST trained on VISD, 10 k images", "VISD (Zhan et al., ECCV 2018), quoted in issue 34", 65.7),
+    ("DBNet R18 trained on ICDAR2015 train", "MMOCR model zoo, quoted in issue 33", 81.7),
+    ("TCM-DBNet (R50) trained on real data", "Yu et al., CVPR 2023", 88.8),
+]
+
+
+FIELD_HEADING = "## Figures reported by others on ICDAR2015 test (not produced by this kit)"
+
+
+class RealPhotosError(RuntimeError):
+    """A pass that cannot run (no data, unknown detector); the message says what to give instead."""
+
+
+@dataclass
+class Pass:
+    """One detector on one split: where its detections are written, and how far it got."""
+    detector: str
+    weights: str
+    split: str
+    path: Path
+    n_photos: int
+
+
+def cache_dir() -> Path:
+    from tcm_kit.utils import data_dir
+
+    return data_dir() / "eval" / "real_photos"
+
+
+def pass_path(detector: str, weights: str, split: str, size, data_fp: str) -> Path:
+    """data/eval/real_photos/<split>/<detector>-<key>.jsonl, the key hashing what makes the detections."""
+    key = hashlib.sha256(json.dumps([detector, weights, str(size), data_fp]).encode()).hexdigest()[:12]
+    return cache_dir() / split.replace("/", "-") / f"{detector}-{key}.jsonl"
+
+
+def read_pass(path: Path) -> dict[str, dict]:
+    """{photo name: {"dets": [[flat polygon, score], ...], "seconds": s}} of the lines written so far; a last
+    line cut short by a kill is skipped (its photo is detected again)."""
+    out = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[row["image"]] = row
+    return out
+
+
+def run_pass(contender, items, path: Path, progress: bool = True) -> dict[str, dict]:
+    """Detect every (name, image loader, instances) of `items` not yet in `path`, appending one line a photo."""
+    from tqdm.auto import tqdm
+
+    done = read_pass(path)
+    todo = [it for it in items if it[0] not in done]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if todo and path.exists() and not path.read_text().endswith("\n"):
+        with open(path, "a") as f:  # end a line cut short by a kill, so the next one starts on its own
+            f.write("\n")
+    with open(path, "a") as f:
+        for name, load, _ in tqdm(todo, desc=f"{contender.name} {path.parent.name}", disable=not progress):
+            image = load()
+            t0 = time.perf_counter()
+            dets = contender.detect(image)
+            seconds = time.perf_counter() - t0
+            row = {"image": name, "seconds": seconds,
+                   "dets": [[np.asarray(p, float).reshape(-1).round(1).tolist(), float(s)] for p, s in dets]}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[name] = row
+    return done
+
+
+def split_items(folder: Path, n: int | None):
+    """[(photo name, loader of its RGB image, instances)] of a benchmark split (first n, None: all)."""
+    from tcm_kit.data.formats import read_folder
+    from tcm_kit.data.transforms import read_image
+
+    items = []
+    for path, instances in read_folder(folder):
+        if n is not None and len(items) == n:
+            break
+        items.append((Path(path).name, lambda p=path: read_image(p), list(instances)))
+    return items
+
+
+def released_contender(name: str, size: int):
+    """A released detector (sha256 checked) at long side `size`, with the box threshold its run picked on its
+    validation split."""
+    from benchmarks.peers import ours_contender
+    from tcm_kit.train import load_detector
+
+    model, cfg, record = load_detector(name)
+    box = record["result"]["box_thresh"]
+    weights = f"released {name} (sha256 {record['sha256'][:12]}; box_thresh {box:g} from its validation split)"
+    return ours_contender(model, name, weights, size, box, trained=True), record
+
+
+def run_contender_at(run_dir, size: int):
+    """A run folder of one's own at long side `size`, with the box threshold it picked on its validation split."""
+    from benchmarks.peers import ours_contender
+    from tcm_kit.train import load_run
+
+    model, cfg, result = load_run(run_dir)
+    thresholds = cfg.evaluation.box_thresholds
+    box = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
+    name = f"{cfg.detector} ({Path(run_dir).name})"
+    return ours_contender(model, name, f"run {Path(run_dir).resolve()} (box_thresh {box:g})", size, box, True)
+
+
+def scores(done: dict, items) -> dict:
+    """P/R/hmean, the 95 % photo-bootstrap interval of the hmean, median seconds a photo, and per-photo counts."""
+    from tcm_kit.claims import dataset_hmean
+    from tcm_kit.metrics import aggregate, hmean_iou_per_image
+
+    preds = [[np.asarray(p, np.float32).reshape(-1, 2) for p, _ in done[name]["dets"]] for name, _, _ in items]
+    per_image = hmean_iou_per_image(preds, [inst for _, _, inst in items])
+    m = aggregate(per_image)
+    counts = np.array([[r["tp"], r["n_pred"], r["n_gt"]] for r in per_image])
+    idx = np.random.default_rng(0).integers(0, len(counts), (N_BOOT, len(counts)))
+    boot = dataset_hmean(counts[idx])
+    lo, hi = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    secs = [done[name]["seconds"] for name, _, _ in items]
+    return {"precision": m["precision"], "recall": m["recall"], "hmean": m["hmean"], "hmean_lo": float(lo),
+            "hmean_hi": float(hi), "median_s": float(np.median(secs)), "counts": counts}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """hmean(a) - hmean(b) over the same photos: (difference, 95 % interval lo, hi, two-sided bootstrap p)."""
+    from tcm_kit.claims import dataset_hmean
+
+    idx = np.random.default_rng(1).integers(0, len(a), (N_BOOT, len(a)))
+    d = dataset_hmean(a[idx]) - dataset_hmean(b[idx])
+    diff = float(dataset_hmean(a) - dataset_hmean(b))
+    lo, hi = np.quantile(d, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    p = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()) + 1 / N_BOOT))
+    return diff, float(lo), float(hi), p
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.real_photos", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="folder laid out like ../shared/datasets (README)")
+    ap.add_argument("--detectors", nargs="*", default=None, help="released detectors (default: all in the zoo)")
+    ap.add_argument("--runs", nargs="*", default=[], help="run folders of one's own")
+    ap.add_argument("--peers", nargs="*", default=["rapidocr", "craft"])
+    ap.add_argument("--splits", nargs="*", default=list(DEFAULT_SPLITS))
+    ap.add_argument("--only", nargs="*", default=None, help="run these detectors' passes only, write no report")
+    ap.add_argument("--n", type=int, default=None, help="first n photos of each split (default: all)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        run(args)
+    except RealPhotosError as e:
+        print(f"real_photos: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args) -> None:
+    import pandas as pd
+    import torch
+
+    from benchmarks.peers import peer_contenders
+    from tcm_kit.claims import holm
+    from tcm_kit.data.benchmarks import find_benchmarks, fingerprint
+    from tcm_kit.report import Stamp, save_table
+    from tcm_kit.utils import cpu_name
+    from tcm_kit.zoo import PHOTO_SIZE, released_detectors
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    found, notes = find_benchmarks(args.data)
+    splits = [s for s in args.splits if s in found]
+    for s in args.splits:
+        if s not in found:
+            print(f"{s}: not found in {args.data}, left out", file=sys.stderr)
+    if not splits:
+        raise RealPhotosError(f"none of {args.splits} in {args.data}")
+    names = released_detectors() if args.detectors is None else args.detectors
+    wanted = lambda name: args.only is None or name in args.only  # noqa: E731
+    fps = {s: fingerprint(found[s]) for s in splits}
+    rows, counts, records = [], {}, {}
+    for split in splits:
+        items = split_items(found[split], args.n)
+        size = PHOTO_SIZE  # ICDAR2015's photos at their own 1280 x 720; TD500's 1296-1920 px photos likewise
+        contenders = []
+        for name in names:
+            c, records[name] = released_contender(name, size)
+            if wanted(name):
+                contenders.append(c)
+        contenders += [c for c in (run_contender_at(r, size) for r in args.runs) if wanted(c.name)]
+        contenders += peer_contenders([p for p in args.peers if wanted(p)], threads=1)
+        for c in contenders:
+            path = pass_path(c.name, c.weights, split, size if c.name not in args.peers else "own", fps[split])
+            done = run_pass(c, items, path, not args.quiet)
+            row = {"split": split, "detector": c.name, "weights": c.weights,
+                   "long side": size if c.name not in args.peers else "own", "photos": f"{len(done)}/{len(items)}"}
+            if all(name in done for name, _, _ in items):
+                s = scores(done, items)
+                counts[(split, c.name)] = s.pop("counts")
+                row.update(s)
+            rows.append(row)
+    if args.only is not None:
+        return
+    table = pd.DataFrame(rows)
+    diffs = []
+    if names:
+        ref = names[0]
+        for split in splits:
+            for (sp, other), cnt in counts.items():
+                if sp == split and other != ref and (split, ref) in counts:
+                    d, lo, hi, p = paired_difference(counts[(split, ref)], cnt)
+                    diffs.append({"split": split, "comparison": f"{ref} - {other}", "difference": d,
+                                  "ci_lo": lo, "ci_hi": hi, "p_boot": p})
+    if diffs:
+        adj = holm([d["p_boot"] for d in diffs])
+        for d, p in zip(diffs, adj):
+            d["p_holm"] = float(p)
+            d["verdict"] = ("ahead" if d["difference"] > 0 else "behind") if p < 0.05 else "inside the noise"
+    field = pd.DataFrame([{"detector": n, "source": s, "ICDAR2015 F (%)": f} for n, s, f in FIELD])
+    amps = sorted({str(r["result"].get("amp")) for r in records.values()}) or ["fp32"]
+    stamp = Stamp(profile="release", seeds=tuple(sorted({r["config"]["seed"] for r in records.values()})) or (0,),
+                  wall_seconds=time.time() - t0, precision="+".join(amps),
+                  data=", ".join(f"{s} {fps[s]}" for s in splits),
+                  note=(f"Photos: all of each split (or the first --n). Ours resize each photo's long side to the "
+                        f"`long side` column and keep their run's validation-picked box threshold; the peers use "
+                        f"their own input sizes. hmean_lo/hi: {LEVEL:.0%} interval over photos ({N_BOOT} "
+                        f"draws); median_s: seconds a photo, detection only, one thread, on {cpu_name()}. "
+                        f"Nothing here was tuned on these test photos."))
+    show = table.drop(columns=[c for c in ("weights",) if c in table])
+    save_table(show, "real_photos", "Released detectors and peers on real benchmark photos", stamp, paper=field,
+               paper_heading=FIELD_HEADING)
+    if diffs:
+        save_table(pd.DataFrame(diffs), "real_photos_paired",
+                   f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
+                   stamp)
+    (cache_dir() / "last_table.json").write_text(table.to_json(orient="records", indent=1))
+    print(show.to_string(index=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

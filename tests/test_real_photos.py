@@ -1,0 +1,65 @@
+"""benchmarks.real_photos: released detectors (and runs) on a benchmark folder, one resumable pass per detector and
+split, then a stamped table with intervals over photos and Holm-corrected paired differences."""
+import json
+
+import pytest
+
+from benchmarks import real_photos as R
+from tcm_kit import train as T
+from tcm_kit import zoo
+from tcm_kit.data.synth import write_synth_set
+from tcm_kit.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    run = root / "run"
+    T.train(TrainConfig.for_profile("smoke", detector="tcm-dbnet"), run, progress=False)
+    T.export_detector(run, "tiny", root / "weights")
+    data = root / "datasets"
+    write_synth_set("synth-ic15", num=3, size=128, seed=5, out=data / "icdar2015" / "test", progress=False)
+    return run, root / "weights", data
+
+
+@pytest.fixture()
+def env(setup, tmp_path, monkeypatch):
+    run, weights, data = setup
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+    monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "kitdata"))
+    monkeypatch.setenv("TCM_KIT_REPORTS", str(tmp_path / "reports"))
+    return run, data, tmp_path
+
+
+def test_a_table_of_the_released_detector_and_a_run_stamped_with_the_data(env):
+    run, data, tmp = env
+    assert R.main(["--data", str(data), "--runs", str(run), "--peers", "--quiet"]) == 0
+    text = (tmp / "reports" / "real_photos.md").read_text()
+    assert "| icdar2015/test | tiny | 1280 | 3/3 |" in text  # td500 is absent: left out, not an error
+    from tcm_kit.data.benchmarks import fingerprint
+
+    assert f"icdar2015/test {fingerprint(data / 'icdar2015' / 'test')}" in text
+    assert "Figures reported by others" in text and "57.9" in text
+    paired = (tmp / "reports" / "real_photos_paired.md").read_text()
+    assert "Holm over 1 differences" in paired and "tiny - tcm-dbnet (run)" in paired
+
+
+def test_an_interrupted_pass_resumes_without_detecting_the_done_photos_again(env):
+    _, data, tmp = env
+    assert R.main(["--data", str(data), "--peers", "--only", "tiny", "--quiet"]) == 0
+    (path,) = (tmp / "kitdata" / "eval" / "real_photos" / "icdar2015-test").glob("tiny-*.jsonl")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and not (tmp / "reports" / "real_photos.md").exists()  # --only writes no report
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed while writing the second photo
+    assert R.main(["--data", str(data), "--peers", "--quiet"]) == 0
+    again = path.read_text().splitlines()
+    assert again[0] == lines[0] and len(again) == 4  # the first photo kept as it was, the cut line skipped
+    assert sorted(R.read_pass(path)) == sorted(json.loads(x)["image"] for x in lines)
+    assert "3/3" in (tmp / "reports" / "real_photos.md").read_text()
+
+
+def test_no_split_in_the_folder_is_one_line(env, capsys):
+    _, _, tmp = env
+    (tmp / "empty").mkdir()
+    assert R.main(["--data", str(tmp / "empty"), "--peers", "--quiet"]) == 1
+    assert "real_photos: none of ['icdar2015/test', 'td500/test']" in capsys.readouterr().err
