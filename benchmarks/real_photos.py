@@ -2,11 +2,11 @@
 same benchmark photos with the same metric.
 
     python -m benchmarks.real_photos --data ../shared/datasets [--detectors NAME ...] [--runs DIR ...]
-        [--peers rapidocr craft] [--splits icdar2015/test td500/test] [--only NAME ...] [--n N]
+        [--peers rapidocr craft] [--splits icdar2015/test td500/test] [--only NAME ... | --report] [--n N]
 
 Each (detector, split) pass writes its detections image by image to data/eval/real_photos/ (one JSON line per
 photo, with its seconds), so an interrupted pass resumes where it stopped and a slow peer can run in parts, or in a
-second process beside the first (`--only craft`). The report (reports/real_photos.md, .csv) is made from the
+second process beside the first (`--only craft`); `--report` writes the report from what is there. The report (reports/real_photos.md, .csv) is made from the
 passes that are complete; an incomplete one is listed with its count. Nothing is tuned on these photos: ours use
 the box threshold their run picked on its own validation split and the long side given per split below; the
 peers use their own settings.
@@ -184,6 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--peers", nargs="*", default=["rapidocr", "craft"])
     ap.add_argument("--splits", nargs="*", default=list(DEFAULT_SPLITS))
     ap.add_argument("--only", nargs="*", default=None, help="run these detectors' passes only, write no report")
+    ap.add_argument("--report", action="store_true",
+                    help="detect nothing: write the report from the passes made so far (an incomplete one is "
+                         "listed with its count of photos)")
     ap.add_argument("--n", type=int, default=None, help="first n photos of each split (default: all)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -231,7 +234,7 @@ def run(args) -> None:
         contenders += peer_contenders([p for p in args.peers if wanted(p)], threads=1)
         for c in contenders:
             path = pass_path(c.name, c.weights, split, size if c.name not in args.peers else "own", fps[split])
-            done = run_pass(c, items, path, not args.quiet)
+            done = read_pass(path) if args.report else run_pass(c, items, path, not args.quiet)
             row = {"split": split, "detector": c.name, "weights": c.weights,
                    "long side": size if c.name not in args.peers else "own", "photos": f"{len(done)}/{len(items)}"}
             if all(name in done for name, _, _ in items):
@@ -266,7 +269,7 @@ def run(args) -> None:
                         f"their own input sizes. hmean_lo/hi: {LEVEL:.0%} interval over photos ({N_BOOT} "
                         f"draws); median_s: seconds a photo, detection only, one thread, on {cpu_name()}. "
                         f"Nothing here was tuned on these test photos."))
-    show = table.drop(columns=[c for c in ("weights",) if c in table])
+    show = table.drop(columns=[c for c in ("weights",) if c in table]).fillna("")  # blank: pass incomplete
     save_table(show, "real_photos", "Released detectors and peers on real benchmark photos", stamp, paper=field,
                paper_heading=FIELD_HEADING)
     if diffs:

@@ -51,6 +51,9 @@ def test_an_interrupted_pass_resumes_without_detecting_the_done_photos_again(env
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and not (tmp / "reports" / "real_photos.md").exists()  # --only writes no report
     path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed while writing the second photo
+    assert R.main(["--data", str(data), "--peers", "--report", "--quiet"]) == 0  # detects nothing
+    assert "| icdar2015/test | tiny | 1280 | 1/3 |" in (tmp / "reports" / "real_photos.md").read_text()
+    assert path.read_text().splitlines()[0] == lines[0] and len(path.read_text().splitlines()) == 2
     assert R.main(["--data", str(data), "--peers", "--quiet"]) == 0
     again = path.read_text().splitlines()
     assert again[0] == lines[0] and len(again) == 4  # the first photo kept as it was, the cut line skipped
