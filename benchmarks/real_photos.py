@@ -2,24 +2,29 @@
 same benchmark photos with the same metric.
 
     python -m benchmarks.real_photos --data ../shared/datasets [--detectors NAME ...] [--runs DIR ...]
-        [--peers rapidocr craft] [--splits icdar2015/test td500/test] [--only NAME ... | --report] [--n N]
+        [--peers rapidocr craft] [--splits icdar2015/test td500/test] [--sizes PX ...] [--long-side SPLIT=PX]
+        [--only NAME ... | --report] [--n N] [--name real_photos]
 
-Each (detector, split) pass writes its detections image by image to data/eval/real_photos/ (one JSON line per
-photo, with its seconds), so an interrupted pass resumes where it stopped and a slow peer can run in parts, or in a
-second process beside the first (`--only craft`); `--report` writes the report from what is there. The report (reports/real_photos.md, .csv) is made from the
-passes that are complete; an incomplete one is listed with its count. Nothing is tuned on these photos: ours use
-the box threshold their run picked on its own validation split and the long side given per split below; the
-peers use their own settings.
+Each (detector, split, long side) pass writes its detections photo by photo to data/eval/real_photos/ (one JSON
+line per photo, with its seconds), so an interrupted pass resumes where it stopped and a slow peer can run in
+parts, or in a second process beside the first (`--only craft`); `--report` writes the report from what is
+there. The report (reports/<name>.md, .csv) is made from the passes that are complete; an incomplete one is
+listed with its count. Nothing is tuned on test photos: ours keep the box threshold their run picked on its own
+validation split, and resize each photo's long side to 1280 (ICDAR2015's own) unless --long-side names another
+for a split, chosen beforehand on validation photos (`--splits td500/train --sizes 640 960 1280 --name ...`, one
+row per size); the peers use their own settings.
 
 hmean: tcm_kit.metrics (IoU > 0.5; ICDAR2015's `###` and TD500's difficult lines are don't care), with a 95 %
-interval from resampling the photos (2,000 draws). The differences of the first released detector against each
-other detector are paired by photo, with a bootstrap p-value, Holm-corrected over the table's differences.
+interval from resampling the photos (2,000 draws). Where a split has one long side, the differences of the
+default release (tcm_kit.zoo.DEFAULT_DETECTOR) against each other detector are paired by photo, with a bootstrap
+p-value, Holm-corrected over the table's differences.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -176,6 +181,18 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
     return diff, float(lo), float(hi), p
 
 
+def sizes_for(split: str, args) -> list:
+    """The long sides ours are run at on `split`: its --long-side, else --sizes (default: the release's photo
+    size, ICDAR2015's own 1280)."""
+    from tcm_kit.zoo import PHOTO_SIZE
+
+    for spec in args.long_side:
+        name, _, px = spec.partition("=")
+        if name == split:
+            return [int(px)]
+    return list(args.sizes or [PHOTO_SIZE])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.real_photos", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="folder laid out like ../shared/datasets (README)")
@@ -188,8 +205,16 @@ def main(argv=None) -> int:
                     help="detect nothing: write the report from the passes made so far (an incomplete one is "
                          "listed with its count of photos)")
     ap.add_argument("--n", type=int, default=None, help="first n photos of each split (default: all)")
+    ap.add_argument("--sizes", nargs="*", type=int, default=None,
+                    help="long sides ours are run at, one row each (default: 1280, ICDAR2015's own)")
+    ap.add_argument("--long-side", dest="long_side", action="append", default=[], metavar="SPLIT=PX",
+                    help="one split's long side for ours, e.g. td500/test=960 (chosen on td500/train)")
+    ap.add_argument("--name", default="real_photos", help="report name in reports/ (default real_photos)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    bad = [s for s in args.long_side if not re.fullmatch(r"[\w./-]+=\d+", s)]
+    if bad:
+        ap.error(f"--long-side takes SPLIT=PX, e.g. td500/test=960; got {bad}")
     try:
         run(args)
     except RealPhotosError as e:
@@ -207,7 +232,7 @@ def run(args) -> None:
     from tcm_kit.data.benchmarks import find_benchmarks, fingerprint
     from tcm_kit.report import Stamp, save_table
     from tcm_kit.utils import cpu_name
-    from tcm_kit.zoo import PHOTO_SIZE, released_detectors
+    from tcm_kit.zoo import DEFAULT_DETECTOR, released_detectors
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -219,41 +244,44 @@ def run(args) -> None:
     if not splits:
         raise RealPhotosError(f"none of {args.splits} in {args.data}")
     names = released_detectors() if args.detectors is None else args.detectors
+    names = sorted(names, key=lambda n: n != DEFAULT_DETECTOR)  # the default release first: the reference
     wanted = lambda name: args.only is None or name in args.only  # noqa: E731
     fps = {s: fingerprint(found[s]) for s in splits}
     rows, counts, records = [], {}, {}
     for split in splits:
         items = split_items(found[split], args.n)
-        size = PHOTO_SIZE  # ICDAR2015's photos at their own 1280 x 720; TD500's 1296-1920 px photos likewise
-        contenders = []
-        for name in names:
-            c, records[name] = released_contender(name, size)
-            if wanted(name):
-                contenders.append(c)
-        contenders += [c for c in (run_contender_at(r, size) for r in args.runs) if wanted(c.name)]
-        contenders += peer_contenders([p for p in args.peers if wanted(p)], threads=1)
-        for c in contenders:
-            path = pass_path(c.name, c.weights, split, size if c.name not in args.peers else "own", fps[split])
+        contenders = []  # (contender, long side: ours at each size of the split, the peers at their own)
+        for size in sizes_for(split, args):
+            for name in names:
+                c, records[name] = released_contender(name, size)
+                if wanted(name):
+                    contenders.append((c, size))
+            contenders += [(c, size) for c in (run_contender_at(r, size) for r in args.runs) if wanted(c.name)]
+        contenders += [(c, "own") for c in peer_contenders([p for p in args.peers if wanted(p)], threads=1)]
+        for c, size in contenders:
+            path = pass_path(c.name, c.weights, split, size, fps[split])
             done = read_pass(path) if args.report else run_pass(c, items, path, not args.quiet)
-            row = {"split": split, "detector": c.name, "weights": c.weights,
-                   "long side": size if c.name not in args.peers else "own", "photos": f"{len(done)}/{len(items)}"}
+            row = {"split": split, "detector": c.name, "weights": c.weights, "long side": size,
+                   "photos": f"{len(done)}/{len(items)}"}
             if all(name in done for name, _, _ in items):
                 s = scores(done, items)
-                counts[(split, c.name)] = s.pop("counts")
+                counts[(split, c.name, size)] = s.pop("counts")
                 row.update(s)
             rows.append(row)
     if args.only is not None:
         return
     table = pd.DataFrame(rows)
     diffs = []
-    if names:
-        ref = names[0]
-        for split in splits:
-            for (sp, other), cnt in counts.items():
-                if sp == split and other != ref and (split, ref) in counts:
-                    d, lo, hi, p = paired_difference(counts[(split, ref)], cnt)
-                    diffs.append({"split": split, "comparison": f"{ref} - {other}", "difference": d,
-                                  "ci_lo": lo, "ci_hi": hi, "p_boot": p})
+    for split in splits:
+        if not names or len(sizes_for(split, args)) > 1:  # a comparison of sizes, not of detectors
+            continue
+        (size,) = sizes_for(split, args)
+        ref = counts.get((split, names[0], size))
+        for (sp, other, other_size), cnt in counts.items():
+            if sp == split and other != names[0] and ref is not None:
+                d, lo, hi, p = paired_difference(ref, cnt)
+                diffs.append({"split": split, "comparison": f"{names[0]} - {other}", "difference": d,
+                              "ci_lo": lo, "ci_hi": hi, "p_boot": p})
     if diffs:
         adj = holm([d["p_boot"] for d in diffs])
         for d, p in zip(diffs, adj):
@@ -270,10 +298,10 @@ def run(args) -> None:
                         f"draws); median_s: seconds a photo, detection only, one thread, on {cpu_name()}. "
                         f"Nothing here was tuned on these test photos."))
     show = table.drop(columns=[c for c in ("weights",) if c in table]).fillna("")  # blank: pass incomplete
-    save_table(show, "real_photos", "Released detectors and peers on real benchmark photos", stamp, paper=field,
+    save_table(show, args.name, "Released detectors and peers on real benchmark photos", stamp, paper=field,
                paper_heading=FIELD_HEADING)
     if diffs:
-        save_table(pd.DataFrame(diffs), "real_photos_paired",
+        save_table(pd.DataFrame(diffs), f"{args.name}_paired",
                    f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
                    stamp)
     (cache_dir() / "last_table.json").write_text(table.to_json(orient="records", indent=1))

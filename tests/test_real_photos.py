@@ -66,3 +66,16 @@ def test_no_split_in_the_folder_is_one_line(env, capsys):
     (tmp / "empty").mkdir()
     assert R.main(["--data", str(tmp / "empty"), "--peers", "--quiet"]) == 1
     assert "real_photos: none of ['icdar2015/test', 'td500/test']" in capsys.readouterr().err
+
+
+def test_sizes_give_one_row_each_and_no_paired_table(env):
+    _, data, tmp = env
+    assert R.main(["--data", str(data), "--peers", "--sizes", "128", "256", "--name", "val", "--quiet"]) == 0
+    text = (tmp / "reports" / "val.md").read_text()
+    assert "| icdar2015/test | tiny | 128 | 3/3 |" in text and "| icdar2015/test | tiny | 256 | 3/3 |" in text
+    assert not (tmp / "reports" / "val_paired.md").exists()
+    assert R.main(["--data", str(data), "--peers", "--long-side", "icdar2015/test=256", "--name", "one",
+                   "--quiet", "--report"]) == 0  # the 256 px pass is read back, nothing detected
+    assert "| icdar2015/test | tiny | 256 | 3/3 |" in (tmp / "reports" / "one.md").read_text()
+    with pytest.raises(SystemExit):
+        R.main(["--data", str(data), "--long-side", "icdar2015/test:256"])
