@@ -27,7 +27,6 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +51,6 @@ FIELD_HEADING = "## Figures reported by others on ICDAR2015 test (not produced b
 
 class RealPhotosError(RuntimeError):
     """A pass that cannot run (no data, unknown detector); the message says what to give instead."""
-
-
-@dataclass
-class Pass:
-    """One detector on one split: where its detections are written, and how far it got."""
-    detector: str
-    weights: str
-    split: str
-    path: Path
-    n_photos: int
 
 
 def cache_dir() -> Path:
@@ -215,9 +204,13 @@ def main(argv=None) -> int:
     bad = [s for s in args.long_side if not re.fullmatch(r"[\w./-]+=\d+", s)]
     if bad:
         ap.error(f"--long-side takes SPLIT=PX, e.g. td500/test=960; got {bad}")
+    from tcm_kit.data.benchmarks import BenchmarkError
+    from tcm_kit.data.formats import AnnotationError
+    from tcm_kit.data.transforms import CorruptImageError
+
     try:
         run(args)
-    except RealPhotosError as e:
+    except (RealPhotosError, BenchmarkError, AnnotationError, CorruptImageError) as e:
         print(f"real_photos: {e}", file=sys.stderr)
         return 1
     return 0

@@ -79,3 +79,17 @@ def test_sizes_give_one_row_each_and_no_paired_table(env):
     assert "| icdar2015/test | tiny | 256 | 3/3 |" in (tmp / "reports" / "one.md").read_text()
     with pytest.raises(SystemExit):
         R.main(["--data", str(data), "--long-side", "icdar2015/test:256"])
+
+
+def test_a_corrupt_photo_is_one_line_naming_it(env, capsys):
+    import shutil
+
+    _, data, tmp = env
+    bad = tmp / "bad"
+    shutil.copytree(data, bad)
+    photo = sorted((bad / "icdar2015" / "test" / "images").iterdir())[1]
+    photo.write_bytes(b"not an image")
+    assert R.main(["--data", str(bad), "--peers", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"td500/test: not found in {bad}, left out"  # an absent split is a note, not an error
+    assert len(err) == 2 and err[1].startswith("real_photos: ") and str(photo) in err[1]
