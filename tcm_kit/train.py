@@ -772,13 +772,28 @@ def load_run(run_dir, device: str = "cpu"):
 
 def export_detector(run_dir, name: str, folder=None) -> dict:
     """Release the finished run in `run_dir` as the detector `name` (tcm_kit.zoo; folder None: tcm_kit/weights)
-    -> its record."""
-    from .zoo import ZooError, write_release
+    -> its record. The release is loaded back and must give the run's outputs on a synthetic test scene, up to
+    fp16 rounding; if not, its files are removed and ZooError says which output differs."""
+    from .data.synth import render_scene
+    from .data.transforms import to_tensor
+    from .zoo import ZooError, remove_release, write_release
 
     model, cfg, result = load_run(run_dir)
     if result is None:
         raise ZooError(f"{run_dir} has not finished (no result.json): finish the run, then export it")
-    return write_release(run_dir, model.state_dict(), run_fields(cfg), result, name, folder)
+    record = write_release(run_dir, model.state_dict(), run_fields(cfg), result, name, folder)
+    released, _, _ = load_detector(name, folder=folder)
+    size = cfg.evaluation.test_size if isinstance(cfg.evaluation.test_size, int) else 320
+    x = to_tensor(render_scene("synth-ic15", 0, 0, size=size).image)[None]  # (1, 3, size, size)
+    with torch.no_grad():
+        a, b = model(x), released(x)
+    for k in a:  # the release must do what its run does, up to fp16 rounding
+        tol = 0.05 * max(1.0, float(a[k].abs().max())) if torch.is_tensor(a[k]) else 0.0
+        if torch.is_tensor(a[k]) and not torch.allclose(b[k], a[k], rtol=0.05, atol=tol):
+            remove_release(name, folder)  # the files just written: a damaged release must not be loadable
+            raise ZooError(f"{name}: the released weights' {k} differs from the run's by up to "
+                           f"{float((b[k] - a[k]).abs().max()):.3g} on a test scene; nothing released")
+    return record
 
 
 def load_detector(name: str | None = None, device: str = "cpu", folder=None):

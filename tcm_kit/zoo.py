@@ -2,7 +2,8 @@
 
 A released detector `<name>` is three files in tcm_kit/weights/:
 
-- ``<name>.pt``: {"kind", "name", "config" (the run's TrainConfig fields), "state_dict" (fp16 floats)};
+- ``<name>.pt``: {"kind", "name", "config" (the run's TrainConfig fields), "state_dict" (fp16 floats, fp32 for
+  a tensor with a value beyond fp16's range, listed as the record's `float32_keys`)};
 - ``<name>.json``: its record: sha256 and size, the detector, the config and its run hash, the commit(s), CPU,
   precision and training time of the run, its validation and test figures, and `evaluations` (figures measured
   on benchmarks after the release, each with its data fingerprint);
@@ -23,7 +24,7 @@ import torch
 
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
 
-__all__ = ["ZooError", "write_release", "released_weights", "detector_record", "released_detectors",
+__all__ = ["ZooError", "write_release", "remove_release", "released_weights", "detector_record", "released_detectors",
            "DEFAULT_DETECTOR", "PHOTO_SIZE"]
 
 KIND = "tcm-kit-detector"
@@ -58,13 +59,23 @@ def released_detectors(folder: Path | None = None) -> list[str]:
     return out
 
 
+def _half(v: torch.Tensor) -> torch.Tensor:
+    """A floating tensor in fp16 for the release file, unless a value of it overflows fp16 (|x| > 65504, e.g. a
+    BatchNorm running variance): that one stays fp32, since inf would silence the layer."""
+    if not v.is_floating_point():
+        return v
+    h = v.half()
+    return h if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(v).all()) else v.float()
+
+
 def write_release(run_dir, state_dict: dict, fields: dict, result: dict, name: str, folder: Path | None = None) -> dict:
     """Write the release `name` of a finished run (its folder, model state, TrainConfig fields and result) into
     `folder` (None: tcm_kit/weights) -> its record. tcm_kit.train.export_detector reads the run and calls this."""
     run_dir, folder = Path(run_dir), _folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = _paths(name, folder)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+    half = {k: _half(v) for k, v in state_dict.items()}
+    wide = sorted(k for k, v in half.items() if v.dtype == torch.float32)
     tmp = paths["weights"].with_suffix(".tmp")
     torch.save({"kind": KIND, "name": name, "config": fields, "state_dict": half}, tmp)
     os.replace(tmp, paths["weights"])
@@ -75,13 +86,20 @@ def write_release(run_dir, state_dict: dict, fields: dict, result: dict, name: s
     keep = ("precision", "recall", "hmean", "box_thresh", "val_hmean", "n_test", "test_size", "steps",
             "train_images", "train_seconds", "commit", "amp", "cpu")
     record = {"kind": KIND, "name": name, "file": paths["weights"].name, "sha256": file_sha256(paths["weights"]),
-              "size_bytes": paths["weights"].stat().st_size, "dtype": "float16", "detector": fields["detector"],
+              "size_bytes": paths["weights"].stat().st_size, "dtype": "float16", "float32_keys": wide,
+              "detector": fields["detector"],
               "domain": fields["domain"], "run_hash": result["config_hash"], "config": fields,
               "result": {k: result.get(k) for k in keep}, "photo_size": PHOTO_SIZE,
               "log": paths["log"].name, "val_curve": paths["val"].name if has_val else None, "evaluations": []}
     text = json.dumps(record, indent=1, default=str)
     paths["record"].write_text(text + "\n")
     return json.loads(text)  # as it will be read back (tuples as lists)
+
+
+def remove_release(name: str, folder: Path | None = None) -> None:
+    """Delete the files write_release wrote for `name` (export_detector, when they fail its check)."""
+    for path in _paths(name, _folder(folder)).values():
+        path.unlink(missing_ok=True)
 
 
 def detector_record(name: str, folder: Path | None = None) -> dict:

@@ -126,3 +126,15 @@ def test_the_release_profile_is_the_cpu_recipe_on_more_images_and_steps():
                                                                            cpu.domain)
         assert (rel.data.num_train, rel.optim.steps, rel.evaluation.val_every, rel.num_workers) == (4000, 12000,
                                                                                                   1000, 0)
+
+
+def test_values_beyond_fp16_stay_fp32_and_a_release_that_differs_from_its_run_is_not_left_behind(
+        released, tmp_path, monkeypatch):
+    assert zoo._half(torch.tensor([3e7, 1.0])).dtype == torch.float32  # a BatchNorm variance of 3e7 is inf in fp16
+    assert zoo._half(torch.tensor([1.5, -2.0])).dtype == torch.float16
+    assert zoo._half(torch.tensor([3])).dtype == torch.int64
+    run, _, _ = released
+    monkeypatch.setattr(zoo, "_half", lambda v: torch.zeros_like(v).half() if v.is_floating_point() else v)
+    with pytest.raises(zoo.ZooError, match="differs from the run's by up to .*nothing released"):
+        T.export_detector(run, "broken", tmp_path / "w")
+    assert list((tmp_path / "w").iterdir()) == []
