@@ -24,8 +24,8 @@ import torch
 
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
 
-__all__ = ["ZooError", "write_release", "remove_release", "released_weights", "detector_record", "released_detectors",
-           "DEFAULT_DETECTOR", "PHOTO_SIZE"]
+__all__ = ["ZooError", "write_release", "record_evaluation", "remove_release", "released_weights",
+           "detector_record", "released_detectors", "DEFAULT_DETECTOR", "PHOTO_SIZE"]
 
 KIND = "tcm-kit-detector"
 DEFAULT_DETECTOR = "tcm-dbnet-synth"  # what `tcm-kit predict` uses without a run folder
@@ -94,6 +94,21 @@ def write_release(run_dir, state_dict: dict, fields: dict, result: dict, name: s
     text = json.dumps(record, indent=1, default=str)
     paths["record"].write_text(text + "\n")
     return json.loads(text)  # as it will be read back (tuples as lists)
+
+
+def record_evaluation(name: str, entry: dict, folder: Path | None = None) -> dict:
+    """Add a benchmark figure to the record of the released detector `name` (its `evaluations`): `entry` holds at
+    least "split", "data" (the split's content fingerprint) and "long_side"; an entry with the same three is
+    replaced. The weights, and so the sha256, are untouched -> the record."""
+    record = detector_record(name, folder)
+    key = tuple(entry[k] for k in ("split", "data", "long_side"))
+    kept = [e for e in record.get("evaluations", []) if tuple(e.get(k) for k in ("split", "data", "long_side")) != key]
+    record["evaluations"] = kept + [entry]
+    path = _paths(name, _folder(folder))["record"]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+    return record
 
 
 def remove_release(name: str, folder: Path | None = None) -> None:

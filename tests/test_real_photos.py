@@ -24,8 +24,11 @@ def setup(tmp_path_factory):
 
 @pytest.fixture()
 def env(setup, tmp_path, monkeypatch):
+    import shutil
+
     run, weights, data = setup
-    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+    shutil.copytree(weights, tmp_path / "weights")  # each test's own copy: the report writes into the record
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "kitdata"))
     monkeypatch.setenv("TCM_KIT_REPORTS", str(tmp_path / "reports"))
     return run, data, tmp_path
@@ -40,6 +43,11 @@ def test_a_table_of_the_released_detector_and_a_run_stamped_with_the_data(env):
 
     assert f"icdar2015/test {fingerprint(data / 'icdar2015' / 'test')}" in text
     assert "Figures reported by others" in text and "57.9" in text
+    (ev,) = zoo.detector_record("tiny")["evaluations"]  # the release's record holds its figure, data named
+    assert (ev["split"], ev["data"], ev["long_side"], ev["photos"]) == (
+        "icdar2015/test", fingerprint(data / "icdar2015" / "test"), 1280, "3/3")
+    assert R.main(["--data", str(data), "--runs", str(run), "--peers", "--report", "--quiet"]) == 0
+    assert zoo.detector_record("tiny")["evaluations"] == [ev]  # the same figure again replaces, never duplicates
     paired = (tmp / "reports" / "real_photos_paired.md").read_text()
     assert "Holm over 1 differences" in paired and "tiny - tcm-dbnet (run)" in paired
 
