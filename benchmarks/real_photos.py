@@ -22,6 +22,7 @@ p-value, Holm-corrected over the table's differences.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import re
@@ -287,7 +288,8 @@ def run(args) -> None:
         adj = holm([d["p_boot"] for d in diffs])
         for d, p in zip(diffs, adj):
             d["p_holm"] = float(p)
-            d["verdict"] = ("ahead" if d["difference"] > 0 else "behind") if p < 0.05 else "inside the noise"
+            d["verdict"] = (f"{'ahead' if d['difference'] > 0 else 'behind'} on these photos" if p < 0.05
+                            else "inside the photo noise")
     field = pd.DataFrame([{"detector": n, "source": s, "ICDAR2015 F (%)": f} for n, s, f in FIELD])
     amps = sorted({str(r["result"].get("amp")) for r in records.values()}) or ["fp32"]
     stamp = Stamp(profile="release", seeds=tuple(sorted({r["config"]["seed"] for r in records.values()})) or (0,),
@@ -302,9 +304,13 @@ def run(args) -> None:
     save_table(show, args.name, "Released detectors and peers on real benchmark photos", stamp, paper=field,
                paper_heading=FIELD_HEADING)
     if diffs:
+        note = (f"Each detector is one trained model: the {LEVEL:.0%} interval and the bootstrap p resample the "
+                f"photos only ({N_BOOT} draws), not training seeds, so a verdict here says how the released models "
+                f"compare on these photos, not whether a method beats another; seeded comparisons are the claims "
+                f"tables' (tcm_kit.claims). p_holm: Holm over the {len(diffs)} differences below.")
         save_table(pd.DataFrame(diffs), f"{args.name}_paired",
                    f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
-                   stamp)
+                   dataclasses.replace(stamp, note=note))
     (cache_dir() / "last_table.json").write_text(table.to_json(orient="records", indent=1))
     print(show.to_string(index=False))
 
