@@ -226,7 +226,6 @@ def run(args) -> None:
     from tcm_kit.data.benchmarks import find_benchmarks, fingerprint
     from tcm_kit.report import Stamp, save_table
     from tcm_kit.utils import cpu_name
-    from tcm_kit.utils import git_commit
     from tcm_kit.zoo import DEFAULT_DETECTOR, record_evaluation, released_detectors
 
     torch.set_num_threads(1)
@@ -266,13 +265,6 @@ def run(args) -> None:
     if args.only is not None:
         return
     table = pd.DataFrame(rows)
-    for row in rows:  # the released detectors' figures go into their records too (evaluations)
-        if row["detector"] in records and "hmean" in row:
-            record_evaluation(row["detector"], {
-                "split": row["split"], "data": fps[row["split"]], "long_side": row["long side"],
-                **{k: round(float(row[k]), 4) for k in ("precision", "recall", "hmean", "hmean_lo", "hmean_hi")},
-                "photos": row["photos"], "box_thresh": records[row["detector"]]["result"]["box_thresh"],
-                "commit": git_commit(), "by": "benchmarks.real_photos"})
     diffs = []
     for split in splits:
         if not names or len(sizes_for(split, args)) > 1:  # a comparison of sizes, not of detectors
@@ -311,6 +303,14 @@ def run(args) -> None:
         save_table(pd.DataFrame(diffs), f"{args.name}_paired",
                    f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
                    dataclasses.replace(stamp, note=note))
+    for row in rows:  # after the tables, so that their stamp names the commit before this writes the records
+        # the released detectors' figures go into their records (evaluations)
+        if row["detector"] in records and "hmean" in row:
+            record_evaluation(row["detector"], {
+                "split": row["split"], "data": fps[row["split"]], "long_side": row["long side"],
+                **{k: round(float(row[k]), 4) for k in ("precision", "recall", "hmean", "hmean_lo", "hmean_hi")},
+                "photos": row["photos"], "box_thresh": records[row["detector"]]["result"]["box_thresh"],
+                "commit": stamp.commit, "by": "benchmarks.real_photos"})
     (cache_dir() / "last_table.json").write_text(table.to_json(orient="records", indent=1))
     print(show.to_string(index=False))
 
