@@ -519,12 +519,14 @@ def detection_views(detector, clip, tokenizer, image, size: int = 1280, box_thre
     None for a plain detector, detections [(polygon (N, 2) in the image's pixels, score)])."""
     pic = fit_to_stride(_as_image(image), size)
     prior = similarity_map(clip, tokenizer, pic, prompt)
+    was_training = detector.training
     detector.eval()
     device = next(detector.parameters()).device
     x = to_tensor(np.array(pic))[None].to(device)  # (1, 3, H, W), the detector's own input normalisation (as predict)
     out = detector(x)
     score = out["score_map"][0, 0].float().cpu().numpy() if "score_map" in out else None
     dets = detector.predict(x, scale=1.0, box_thresh=box_thresh)[0]
+    detector.train(was_training)
     return {"image": pic, "prior": prior, "score_map": score, "detections": dets}
 
 

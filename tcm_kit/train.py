@@ -836,8 +836,9 @@ def output_names(paths: list) -> list[str]:
 def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None,
                    released: str | None = None):
     """Detect text in image files with the run in `run_dir` (None: the released detector `released`, default
-    tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size): yields (png with the polygons drawn, ICDAR2015 result txt) per image, or
-    (None, why) for an image that cannot be read, and goes on with the next."""
+    tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size): yields (png with the polygons
+    drawn, ICDAR2015 result txt) per image, or (None, why) for an image that cannot be read, and goes on with the
+    next."""
     import cv2
 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor

@@ -1,6 +1,6 @@
 """Released detectors: finished training runs shipped in the package as hashed fp16 files, as a model zoo.
 
-A released detector `<name>` is three files in tcm_kit/weights/:
+A released detector `<name>` is three or four files in tcm_kit/weights/:
 
 - ``<name>.pt``: {"kind", "name", "config" (the run's TrainConfig fields), "state_dict" (fp16 floats, fp32 for
   a tensor with a value beyond fp16's range, listed as the record's `float32_keys`)};
