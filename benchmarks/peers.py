@@ -100,7 +100,9 @@ def ours_contender(model, name: str, weights: str, size: int, box_thresh: float,
     return Contender(name, weights, detect, input_hw, trained)
 
 
-def run_contender(run_dir) -> Contender:
+def run_contender(run_dir, size: int | None = None) -> Contender:
+    """A run folder of ours at long side `size` (None: its test size), with the box threshold its run picked on
+    its validation split."""
     from tcm_kit.train import load_run
 
     model, cfg, result = load_run(run_dir)  # a run of an older code version is refused (CheckpointError)
@@ -109,7 +111,7 @@ def run_contender(run_dir) -> Contender:
     done = "finished" if result else "unfinished"
     weights = (f"run {Path(run_dir).name} ({done}, {cfg.optim.steps} steps, {cfg.domain}, "
                f"{cfg.profile}; box_thresh {box_thresh:g})")
-    return ours_contender(model, cfg.detector, weights, cfg.evaluation.test_size, box_thresh, trained=True)
+    return ours_contender(model, cfg.detector, weights, size or cfg.evaluation.test_size, box_thresh, trained=True)
 
 
 def random_contender(name: str, size: int) -> Contender:

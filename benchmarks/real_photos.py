@@ -131,15 +131,14 @@ def released_contender(name: str, size: int):
 
 
 def run_contender_at(run_dir, size: int):
-    """A run folder of one's own at long side `size`, with the box threshold it picked on its validation split."""
-    from benchmarks.peers import ours_contender
-    from tcm_kit.train import load_run
+    """benchmarks.peers.run_contender at long side `size`, named after its folder too, and keyed by its full path
+    (two runs may share a folder name)."""
+    from benchmarks.peers import run_contender
 
-    model, cfg, result = load_run(run_dir)
-    thresholds = cfg.evaluation.box_thresholds
-    box = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
-    name = f"{cfg.detector} ({Path(run_dir).name})"
-    return ours_contender(model, name, f"run {Path(run_dir).resolve()} (box_thresh {box:g})", size, box, True)
+    c = run_contender(run_dir, size)
+    c.name = f"{c.name} ({Path(run_dir).name})"
+    c.weights = f"{c.weights} at {Path(run_dir).resolve()}"
+    return c
 
 
 def scores(done: dict, items) -> dict:
