@@ -9,10 +9,11 @@ Each (detector, split, long side) pass writes its detections photo by photo to d
 line per photo, with its seconds), so an interrupted pass resumes where it stopped and a slow peer can run in
 parts, or in a second process beside the first (`--only craft`); `--report` writes the report from what is
 there. The report (reports/<name>.md, .csv) is made from the passes that are complete; an incomplete one is
-listed with its count. Nothing is tuned on test photos: ours keep the box threshold their run picked on its own
-validation split, and resize each photo's long side to 1280 (ICDAR2015's own) unless --long-side names another
-for a split, chosen beforehand on validation photos (`--splits td500/train --sizes 640 960 1280 --name ...`, one
-row per size); the peers use their own settings.
+listed with its count. Nothing is tuned on test photos: a released detector uses the box threshold and long
+side chosen on td500/train (`tcm-kit calibrate NAME --data FOLDER`, tcm_kit.calibrate) where its record has them,
+else the box threshold its run picked on its synthetic validation split; ICDAR2015 photos keep their own long side
+1280, the other splits take the default release's calibrated long side (else 1280) unless --long-side or --sizes
+name another. A run of one's own keeps the box threshold its run picked. The peers use their own settings.
 
 hmean: tcm_kit.metrics (IoU > 0.5; ICDAR2015's `###` and TD500's difficult lines are don't care), with a 95 %
 interval from resampling the photos (2,000 draws). Where a split has one long side, the differences of the
@@ -119,14 +120,15 @@ def split_items(folder: Path, n: int | None):
 
 
 def released_contender(name: str, size: int):
-    """A released detector (sha256 checked) at long side `size`, with the box threshold its run picked on its
-    validation split."""
+    """A released detector (sha256 checked) at long side `size`, with its box threshold for photos
+    (tcm_kit.calibrate.photo_box_thresh)."""
     from benchmarks.peers import ours_contender
+    from tcm_kit.calibrate import photo_box_thresh
     from tcm_kit.train import load_detector
 
     model, cfg, record = load_detector(name)
-    box = record["result"]["box_thresh"]
-    weights = f"released {name} (sha256 {record['sha256'][:12]}; box_thresh {box:g} from its validation split)"
+    box, where = photo_box_thresh(record)
+    weights = f"released {name} (sha256 {record['sha256'][:12]}; box_thresh {box:g} {where})"
     return ours_contender(model, name, weights, size, box, trained=True), record
 
 
@@ -171,15 +173,24 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 
 def sizes_for(split: str, args) -> list:
-    """The long sides ours are run at on `split`: its --long-side, else --sizes (default: the release's photo
-    size, ICDAR2015's own 1280)."""
-    from tcm_kit.zoo import PHOTO_SIZE
+    """The long sides ours are run at on `split`: its --long-side, else --sizes, else 1280 (PHOTO_SIZE) on
+    ICDAR2015 (its photos' own) and on another split the long side the default release was calibrated at on
+    td500/train (1280 when it has no calibration)."""
+    from tcm_kit.zoo import DEFAULT_DETECTOR, PHOTO_SIZE, ZooError, detector_record
 
     for spec in args.long_side:
         name, _, px = spec.partition("=")
         if name == split:
             return [int(px)]
-    return list(args.sizes or [PHOTO_SIZE])
+    if args.sizes:
+        return list(args.sizes)
+    if split.startswith("icdar2015/"):
+        return [PHOTO_SIZE]
+    try:
+        cal = detector_record(DEFAULT_DETECTOR).get("photo_calibration")
+    except ZooError:
+        cal = None
+    return [int(cal["long_side"]) if cal else PHOTO_SIZE]
 
 
 def main(argv=None) -> int:
@@ -221,6 +232,7 @@ def run(args) -> None:
     import torch
 
     from benchmarks.peers import peer_contenders
+    from tcm_kit.calibrate import photo_box_thresh
     from tcm_kit.claims import holm
     from tcm_kit.data.benchmarks import find_benchmarks, fingerprint
     from tcm_kit.report import Stamp, save_table
@@ -287,8 +299,9 @@ def run(args) -> None:
                   wall_seconds=time.time() - t0, precision="+".join(amps),
                   data=", ".join(f"{s} {fps[s]}" for s in splits),
                   note=(f"Photos: all of each split (or the first --n). Ours resize each photo's long side to the "
-                        f"`long side` column and keep their run's validation-picked box threshold; the peers use "
-                        f"their own input sizes. hmean_lo/hi: {LEVEL:.0%} interval over photos ({N_BOOT} "
+                        f"`long side` column; a released detector's box threshold and its long side off ICDAR2015 "
+                        f"were chosen on td500/train (tcm_kit.calibrate), a run's on its validation split; the peers "
+                        f"use their own input sizes. hmean_lo/hi: {LEVEL:.0%} interval over photos ({N_BOOT} "
                         f"draws); median_s: seconds a photo, detection only, one thread, on {cpu_name()}. "
                         f"Nothing here was tuned on these test photos."))
     show = table.drop(columns=[c for c in ("weights",) if c in table]).fillna("")  # blank: pass incomplete
@@ -308,7 +321,7 @@ def run(args) -> None:
             record_evaluation(row["detector"], {
                 "split": row["split"], "data": fps[row["split"]], "long_side": row["long side"],
                 **{k: round(float(row[k]), 4) for k in ("precision", "recall", "hmean", "hmean_lo", "hmean_hi")},
-                "photos": row["photos"], "box_thresh": records[row["detector"]]["result"]["box_thresh"],
+                "photos": row["photos"], "box_thresh": photo_box_thresh(records[row["detector"]])[0],
                 "commit": stamp.commit, "by": "benchmarks.real_photos"})
     (cache_dir() / "last_table.json").write_text(table.to_json(orient="records", indent=1))
     print(show.to_string(index=False))

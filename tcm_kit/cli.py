@@ -1,4 +1,4 @@
-"""The `tcm-kit` command line: reproduce | synth | pretrain | train | eval | predict."""
+"""The `tcm-kit` command line: reproduce | synth | pretrain | train | eval | predict | calibrate."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +121,21 @@ def _released_test_size(name) -> int:
     return int(detector_record(name).get("photo_size", PHOTO_SIZE))
 
 
+def _cmd_calibrate(args) -> int:
+    from .calibrate import PHOTO_SIZES, calibrate_photos, calibration_split
+    from .train import load_detector
+    from .zoo import record_calibration
+
+    root = calibration_split(args.data)
+    model, _, _ = load_detector(args.detector)
+    entry = calibrate_photos(model, root, sizes=args.sizes or PHOTO_SIZES, progress=not args.quiet)
+    record_calibration(args.detector, entry)
+    print(f"{args.detector}: box_thresh {entry['box_thresh']:g} at long side {entry['long_side']} px, hmean "
+          f"{entry['hmean']:.4f} (P {entry['precision']:.4f} R {entry['recall']:.4f}) on {entry['photos']} photos "
+          f"of {entry['split']} ({entry['data']}); recorded in its record's photo_calibration")
+    return 0
+
+
 def _cmd_pretrain(args) -> int:
     from .pretrain import PretrainConfig, checkpoint_path, pretrain
 
@@ -221,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "detector's photo_size, 1280)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    k = sub.add_parser("calibrate", help="choose a released detector's box threshold and long side for photos on "
+                                         "real validation photos (td500/train), and record them")
+    k.add_argument("detector", help="released detector (tcm_kit/weights)")
+    k.add_argument("--data", required=True, help="folder laid out like ../shared/datasets, with td500/train")
+    k.add_argument("--sizes", nargs="+", type=int, default=None, help="long sides tried (default 640 960 1280)")
+    k.add_argument("--quiet", action="store_true")
+    k.set_defaults(func=_cmd_calibrate)
 
     c = sub.add_parser("pretrain", help="pre-train (or resume) the embedded CLIP of a profile")
     c.add_argument("--profile", choices=["smoke", "cpu", "release", "full"], default="cpu")

@@ -836,7 +836,8 @@ def output_names(paths: list) -> list[str]:
 def predict_images(run_dir, images, out_dir, progress: bool = True, device: str = "cpu", size: int | None = None,
                    released: str | None = None):
     """Detect text in image files with the run in `run_dir` (None: the released detector `released`, default
-    tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size): yields (png with the polygons
+    tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size, with its box threshold for
+    photos, tcm_kit.calibrate.photo_box_thresh): yields (png with the polygons
     drawn, ICDAR2015 result txt) per image, or (None, why) for an image that cannot be read, and goes on with the
     next."""
     import cv2
@@ -846,13 +847,15 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
     if run_dir is None:
         from .zoo import PHOTO_SIZE
 
+        from .calibrate import photo_box_thresh
+
         model, cfg, record = load_detector(released, device)
-        result = record["result"]
+        box_thresh, _ = photo_box_thresh(record)
         size = size or record.get("photo_size", PHOTO_SIZE)
     else:
         model, cfg, result = load_run(run_dir, device)
-    thresholds = cfg.evaluation.box_thresholds
-    box_thresh = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
+        thresholds = cfg.evaluation.box_thresholds
+        box_thresh = result["box_thresh"] if result else thresholds[len(thresholds) // 2]
     out_dir = Path(out_dir)
     paths = [Path(p) for p in images]
     names = output_names(paths)

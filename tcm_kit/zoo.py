@@ -5,8 +5,9 @@ A released detector `<name>` is three or four files in tcm_kit/weights/:
 - ``<name>.pt``: {"kind", "name", "config" (the run's TrainConfig fields), "state_dict" (fp16 floats, fp32 for
   a tensor with a value beyond fp16's range, listed as the record's `float32_keys`)};
 - ``<name>.json``: its record: sha256 and size, the detector, the config and its run hash, the commit(s), CPU,
-  precision and training time of the run, its validation and test figures, and `evaluations` (figures measured
-  on benchmarks after the release, each with its data fingerprint);
+  precision and training time of the run, its validation and test figures, `evaluations` (figures measured
+  on benchmarks after the release, each with its data fingerprint) and, once calibrated, `photo_calibration`
+  (the box threshold and long side for photos, chosen on real validation photos: tcm_kit.calibrate);
 - ``<name>-log.csv`` and, where the run recorded one, ``<name>-val.csv``: its training log and validation curve.
 
 `tcm_kit.train.export_detector(run_dir, name)` writes them from a finished run (re-making one is: train with the
@@ -24,7 +25,7 @@ import torch
 
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
 
-__all__ = ["ZooError", "write_release", "record_evaluation", "remove_release", "released_weights",
+__all__ = ["ZooError", "write_release", "record_evaluation", "record_calibration", "remove_release", "released_weights",
            "detector_record", "released_detectors", "DEFAULT_DETECTOR", "PHOTO_SIZE"]
 
 KIND = "tcm-kit-detector"
@@ -104,11 +105,24 @@ def record_evaluation(name: str, entry: dict, folder: Path | None = None) -> dic
     key = tuple(entry[k] for k in ("split", "data", "long_side"))
     kept = [e for e in record.get("evaluations", []) if tuple(e.get(k) for k in ("split", "data", "long_side")) != key]
     record["evaluations"] = kept + [entry]
-    path = _paths(name, _folder(folder))["record"]
+    _write_record(record, _paths(name, _folder(folder))["record"])
+    return record
+
+
+def record_calibration(name: str, entry: dict, folder: Path | None = None) -> dict:
+    """Set the photo settings (tcm_kit.calibrate.calibrate_photos) in the record of the released detector `name`
+    (its `photo_calibration`, replacing an earlier one). The weights, and so the sha256, are untouched -> the
+    record."""
+    record = detector_record(name, folder)
+    record["photo_calibration"] = entry
+    _write_record(record, _paths(name, _folder(folder))["record"])
+    return record
+
+
+def _write_record(record: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
     os.replace(tmp, path)
-    return record
 
 
 def remove_release(name: str, folder: Path | None = None) -> None:
