@@ -121,10 +121,10 @@ def split_items(folder: Path, n: int | None):
 
 def released_contender(name: str, size: int):
     """A released detector (sha256 checked) at long side `size`, with its box threshold for photos
-    (tcm_kit.calibrate.photo_box_thresh)."""
+    (tcm_kit.zoo.photo_box_thresh)."""
     from benchmarks.peers import ours_contender
-    from tcm_kit.calibrate import photo_box_thresh
     from tcm_kit.train import load_detector
+    from tcm_kit.zoo import photo_box_thresh
 
     model, cfg, record = load_detector(name)
     box, where = photo_box_thresh(record)
@@ -232,12 +232,11 @@ def run(args) -> None:
     import torch
 
     from benchmarks.peers import peer_contenders
-    from tcm_kit.calibrate import photo_box_thresh
     from tcm_kit.claims import holm
     from tcm_kit.data.benchmarks import find_benchmarks, fingerprint
     from tcm_kit.report import Stamp, save_table
     from tcm_kit.utils import cpu_name
-    from tcm_kit.zoo import DEFAULT_DETECTOR, record_evaluation, released_detectors
+    from tcm_kit.zoo import DEFAULT_DETECTOR, photo_box_thresh, record_evaluation, released_detectors
 
     torch.set_num_threads(1)
     t0 = time.time()

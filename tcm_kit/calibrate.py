@@ -10,14 +10,14 @@ other decoding settings kept as trained:
     tcm_kit.zoo.record_calibration("tcm-dbnet-synth", entry)
 
 `tcm-kit calibrate NAME --data FOLDER` does both. `tcm-kit predict` and `benchmarks.real_photos` then use the
-recorded box threshold for photos; the recorded long side is the one for photos of a benchmark other than
-ICDAR2015, which is run at its own 1280 x 720.
+recorded box threshold for photos (tcm_kit.zoo.photo_box_thresh); the recorded long side is the one for photos of
+a benchmark other than ICDAR2015, which is run at its own 1280 x 720.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PHOTO_BOX_THRESHOLDS", "PHOTO_SIZES", "VALIDATION_SPLIT", "calibrate_photos", "photo_box_thresh"]
+__all__ = ["PHOTO_BOX_THRESHOLDS", "PHOTO_SIZES", "VALIDATION_SPLIT", "calibrate_photos", "calibration_split"]
 
 # box thresholds tried on photos: a synthetic-trained detector's pick on photos lies at the top of the training
 # grid (0.3-0.9), so the grid goes on in finer steps up to 0.98
@@ -47,15 +47,6 @@ def calibrate_photos(model, root, sizes=PHOTO_SIZES, thresholds=PHOTO_BOX_THRESH
                          "recall": round(r["recall"], 4), "hmean": round(r["hmean"], 4)})
     best = max(grid, key=lambda g: (g["hmean"], -g["long_side"], -g["box_thresh"]))
     return {"split": split, "data": fingerprint(root), "photos": len(gts), **best, "grid": grid}
-
-
-def photo_box_thresh(record: dict) -> tuple[float, str]:
-    """(box threshold for photos, where it was chosen) of a released detector's record: its calibration's when it
-    has one, else the one its run picked on its synthetic validation split."""
-    cal = record.get("photo_calibration")
-    if cal:
-        return float(cal["box_thresh"]), f"chosen on {cal['split']} ({cal['photos']} photos) at {cal['long_side']} px"
-    return float(record["result"]["box_thresh"]), "chosen on its synthetic validation split"
 
 
 def calibration_split(data) -> Path:

@@ -25,7 +25,8 @@ import torch
 
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
 
-__all__ = ["ZooError", "write_release", "record_evaluation", "record_calibration", "remove_release", "released_weights",
+__all__ = ["ZooError", "write_release", "record_evaluation", "record_calibration", "photo_box_thresh",
+           "remove_release", "released_weights",
            "detector_record", "released_detectors", "DEFAULT_DETECTOR", "PHOTO_SIZE"]
 
 KIND = "tcm-kit-detector"
@@ -117,6 +118,15 @@ def record_calibration(name: str, entry: dict, folder: Path | None = None) -> di
     record["photo_calibration"] = entry
     _write_record(record, _paths(name, _folder(folder))["record"])
     return record
+
+
+def photo_box_thresh(record: dict) -> tuple[float, str]:
+    """(box threshold for photos, where it was chosen) of a released detector's record: its calibration's when it
+    has one (tcm_kit.calibrate), else the one its run picked on its synthetic validation split."""
+    cal = record.get("photo_calibration")
+    if cal:
+        return float(cal["box_thresh"]), f"chosen on {cal['split']} ({cal['photos']} photos) at {cal['long_side']} px"
+    return float(record["result"]["box_thresh"]), "chosen on its synthetic validation split"
 
 
 def _write_record(record: dict, path: Path) -> None:

@@ -41,7 +41,7 @@ def test_calibrate_records_the_best_pair_of_its_grid_and_leaves_the_weights_alon
     data, tmp = env
     before = zoo.detector_record("tiny")
     assert "photo_calibration" not in before
-    assert C.photo_box_thresh(before) == (before["result"]["box_thresh"], "chosen on its synthetic validation split")
+    assert zoo.photo_box_thresh(before) == (before["result"]["box_thresh"], "chosen on its synthetic validation split")
     assert main(["calibrate", "tiny", "--data", str(data), "--sizes", "96", "128", "--quiet"]) == 0
     assert "tiny: box_thresh" in capsys.readouterr().out
     rec = zoo.detector_record("tiny")
@@ -52,7 +52,7 @@ def test_calibrate_records_the_best_pair_of_its_grid_and_leaves_the_weights_alon
     assert cal["hmean"] == max(g["hmean"] for g in cal["grid"])
     assert {k: cal[k] for k in ("long_side", "box_thresh", "hmean")} in [
         {k: g[k] for k in ("long_side", "box_thresh", "hmean")} for g in cal["grid"]]
-    assert C.photo_box_thresh(rec)[0] == cal["box_thresh"]
+    assert zoo.photo_box_thresh(rec)[0] == cal["box_thresh"]
     assert rec["sha256"] == before["sha256"] and rec["evaluations"] == before["evaluations"]
     T.load_detector("tiny")  # the sha256 check still passes: only the record changed
 
