@@ -295,7 +295,7 @@ def _profile_settings(profile: str, family: str) -> dict:
                     optim=dict(batch_size=2, steps=4, warmup_steps=1),
                     evaluation=dict(test_size=128, box_thresholds=(0.3, 0.6), val_every=2),
                     ckpt_every=2, num_workers=0, head=head,
-                    tcm=dict(decoder_width=32, dense_attention="value", prompt_init="prior"))
+                    tcm=dict(decoder_width=32, dense_attention="value", prompt_init="prior", aux_loss="bce"))
     if profile == "cpu-plan":
         cpu = _profile_settings("cpu", family)
         # validation at steps 150, 300 (3/4 of the run, where the plateau test starts: tables.plateau_table) and 400
@@ -314,7 +314,8 @@ def _profile_settings(profile: str, family: str) -> dict:
         # 1.0-1.6 of the crop's side (the image at 0.5-0.8x, most of it in each crop) at lr 4e-3, FCENet by 1.6-2.4
         # (its words at their drawn size) at lr 2e-3 (reports/NOTES.md, 2026-12-02); TCM on the value path with
         # the prior init, where its score map starts from the embedded CLIP's prior instead of near chance
-        # (reports/score_map_step0.md)
+        # (reports/score_map_step0.md), and the paper's plain BCE as its auxiliary loss: with the code's OHEM the score
+        # map of the embedded CLIP's weak prior is pushed to a constant (reports/NOTES.md, 2026-12-05)
         head = {"dbnet": dict(width=64, prob_loss="dice"), "pan": dict(width=64, head="pan_pp"),
                 "fcenet": dict(width=64, cls_loss="balanced", tr_reg_weight=0.5, norm=True)}[family]
         scale, lr = ((1.6, 2.4), 2e-3) if family == "fcenet" else ((1.0, 1.6), 4e-3)
@@ -322,7 +323,7 @@ def _profile_settings(profile: str, family: str) -> dict:
                     aug=dict(train_size=160, scale_range=scale),
                     optim=dict(steps=1000, lr=lr, warmup_steps=50),
                     evaluation=dict(test_size=320, box_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), val_every=100),
-                    head=head, tcm=dict(decoder_width=64, dense_attention="value", prompt_init="prior"))
+                    head=head, tcm=dict(decoder_width=64, dense_attention="value", prompt_init="prior", aux_loss="bce"))
     # full: the official IC15 config (configs/textdet/dbnet/clip_db_r50_fpnc_prompt_gen_vis_1200e_ft_gen_ic15_adam_
     # taiji.py and its bases); steps are set per dataset by the caller: epochs * len(train) / (batch_size * GPUs),
     # 1200 epochs in the paper (75,000 steps: 1000 images on one GPU; 9,375 on 8)

@@ -124,6 +124,10 @@ ROWS = (
         'self.query = nn.Parameter(torch.randn(C)) if cfg.language_prompt and cfg.prompt_query == "learned"',
         "option", "`prompt_query=\"learned\"`; is_v2's extra cosine term with `pix_w` (1024 x 512) is not "
         "implemented: its shapes fit a 512-d text space only"),
+    Row("5", "auxiliary loss: balanced BCE with OHEM, 3 negatives per positive (IdentityHead, bbce_loss)",
+        f"{MODEL_CONFIG}:68-74", "tcm_kit/config.py", 'aux_loss="bce"', "option",
+        "TCMConfig's default and the full profile; smoke/cpu/release take the paper's plain BCE: with OHEM the "
+        "embedded CLIP's score map went to a constant, logit(1/4) everywhere (reports/NOTES.md, 2026-12-05)"),
     Row("+", "τ = 0.07 only in the auxiliary loss (logits = cos/τ)", f"{OCRCLIP}:63, 399", "tcm_kit/tcm.py",
         "logits = cos / self.cfg.tau", "same"),
 )
