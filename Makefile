@@ -9,7 +9,7 @@ PRECISION ?=
 # a folder of real benchmarks for `make reproduce` (icdar2015/test, td500/train, td500/test; README): adds their rows
 DATA ?=
 
-.PHONY: install test test-precision reproduce real-photos lab bench bench-gpu clean-venv
+.PHONY: install test test-precision reproduce real-photos calibrate lab bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ real-photos: install
 	@test -n "$(DATA)" || { echo "make real-photos needs DATA=<folder with icdar2015/test, td500/test>"; exit 2; }
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.real_photos --data $(DATA)
+
+# Choose each released detector's box threshold and long side for photos on DATA's td500/train (tcm_kit/calibrate.py)
+# and record them in its record (tcm_kit/weights/<name>.json); the shipped records are calibrated already.
+calibrate: install
+	@test -n "$(DATA)" || { echo "make calibrate needs DATA=<folder with td500/train>"; exit 2; }
+	for d in $$($(BIN)/python -c "from tcm_kit.zoo import released_detectors; print(*released_detectors())"); do \
+	  $(BIN)/tcm-kit calibrate $$d --data $(DATA) || exit 1; done
 
 # --allow-root where the user is root (containers); JupyterLab refuses to start as root without it.
 lab: install
