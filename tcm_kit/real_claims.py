@@ -1,0 +1,267 @@
+"""The paper's claims on real photos: runs on the kit's synthetic scenes and on MSRA-TD500, tested on ICDAR2015 and
+TD500, paired by seed, in one claims table (tcm_kit.claims: Holm over the table, hierarchical bootstrap).
+
+    plan = RealPlan.for_profile("real")
+    table, runs = real_claims(plan, "../shared/datasets")     # trains what is missing (resumable), then tests
+
+The runs (each a TrainConfig, trained once into tcm_kit.runs.runs_dir()/<run hash>/, resumed after a kill):
+  - synthetic: DBNet and TCM-DBNet on synth-ic15 alone (SynthText's role in the paper), one per seed;
+  - td500 at each shot: the synthetic run of the same detector and seed fine-tuned on td500/train (the paper's
+    pipeline: synthetic pre-training, then real data). Every shot trains the same number of steps, so a shot
+    differs from another in the photos it sees, not in compute; 10 % of the photos are then seen ten times as
+    often. Validation photos are carved from td500/train (tcm_kit.train.carve_validation) and never trained on.
+Nothing is chosen on a test set. A synthetic run's long side and box threshold for photos are chosen on all of
+td500/train (tcm_kit.calibrate.calibrate_photos); a td500 run's on its validation photos. ICDAR2015 photos are
+always run at their own 1280 px; TD500 test at the chosen long side.
+
+The comparisons (TCM-DBNet − DBNet, paired by seed): (iii) synthetic → icdar2015/test and → td500/test; (ii) at
+each shot, and the gain at the smallest shot minus the gain at 1.0; real → real: td500 (all photos) →
+icdar2015/test. `python -m tcm_kit.real_claims --data FOLDER [--profile real]` runs it from the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .claims import Comparison, claims_table
+
+__all__ = ["RealPlan", "RealClaimsError", "synth_config", "td500_config", "real_claims", "run_table"]
+
+IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
+IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
+
+
+class RealClaimsError(FileNotFoundError):
+    """The data folder lacks a split the real-data claims need (the message names it)."""
+
+
+@dataclass(frozen=True)
+class RealPlan:
+    """The budget of the real-data claims (RealPlan.for_profile: "smoke" for tests, "real" for the reproduction)."""
+    profile: str = "real"
+    seeds: tuple = (0, 1, 2)
+    detectors: tuple = ("dbnet", "tcm-dbnet")  # (baseline, method)
+    # synthetic runs: TrainConfig profile `synth_profile` with these many training images and steps
+    synth_profile: str = "cpu"
+    synth_train: int = 1000
+    synth_steps: int = 3000
+    # td500 runs: crops of photos resized to a long side of scale_range x train_size, fine-tuned from the synthetic run
+    shots: tuple = (0.1, 1.0)
+    real_train_size: int = 320
+    real_scale: tuple = (2.0, 4.0)
+    real_steps: int = 800
+    real_lr: float = 1e-3
+    real_num_val: int = 30  # validation photos carved from td500/train
+    photo_sizes: tuple = (640, 960, 1280)  # long sides tried on validation photos
+
+    @classmethod
+    def for_profile(cls, profile: str) -> "RealPlan":
+        if profile == "smoke":
+            return cls(profile="smoke", seeds=(0,), synth_profile="smoke", synth_train=8, synth_steps=2,
+                       shots=(0.5, 1.0), real_train_size=64, real_scale=(1.0, 1.5), real_steps=2, real_num_val=2,
+                       photo_sizes=(128,))
+        if profile == "real":
+            return cls()
+        raise ValueError(f"RealPlan profile is 'smoke' or 'real', got {profile!r}")
+
+
+def _splits(data) -> dict[str, Path]:
+    root = Path(data).expanduser()
+    out = {s: root / s for s in (IC15, TD_TRAIN, TD_TEST)}
+    missing = [s for s, p in out.items() if not p.is_dir()]
+    if missing:
+        raise RealClaimsError(f"{root}: {', '.join(missing)} not found; the real-data claims need "
+                              f"{', '.join(out)} (the README says where to get them)")
+    return out
+
+
+def synth_config(plan: RealPlan, detector: str, seed: int):
+    from .config import TrainConfig
+
+    return TrainConfig.for_profile(plan.synth_profile, detector=detector, domain="synth-ic15", seed=seed,
+                                   data=dict(num_train=plan.synth_train), optim=dict(steps=plan.synth_steps),
+                                   num_workers=0)
+
+
+def td500_config(plan: RealPlan, detector: str, seed: int, shot: float, data):
+    """The td500 run of `detector`, fine-tuned from its finished synthetic run of the same seed."""
+    from .config import TrainConfig
+    from .runs import run_dir
+
+    start = run_dir(synth_config(plan, detector, seed))
+    return TrainConfig.for_profile(
+        plan.synth_profile, detector=detector, domain="td500", data_root=str(Path(data).expanduser() / "td500"),
+        seed=seed, shot=float(shot), init_from=str(start),
+        data=dict(num_val=plan.real_num_val), aug=dict(train_size=plan.real_train_size, scale_range=plan.real_scale),
+        optim=dict(steps=plan.real_steps, lr=plan.real_lr),
+        evaluation=dict(test_size=min(plan.photo_sizes), val_every=0), num_workers=0)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+def _cached(path: Path, make) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+    return value
+
+
+def _choose_on_val(model, cfg, sizes) -> dict:
+    """(long side, box threshold) best on a td500 run's validation photos -> {"long_side", "box_thresh", "hmean"}."""
+    from .calibrate import PHOTO_BOX_THRESHOLDS
+    from .metrics import best_threshold_sweep
+    from .train import predict_dataset, split_dataset
+
+    best = None
+    for size in sizes:
+        val = split_dataset(cfg, "val", False, size=int(size), train=False)
+        preds, gts = predict_dataset(model, val, batch_size=1, progress=False, box_thresh=min(PHOTO_BOX_THRESHOLDS))
+        b = best_threshold_sweep(preds, gts, thresholds=PHOTO_BOX_THRESHOLDS)["best"]
+        if best is None or b["hmean"] > best["hmean"]:
+            best = {"long_side": int(size), "box_thresh": b["threshold"], "hmean": b["hmean"]}
+    return best
+
+
+def _test(model, cfg, root: Path, size: int, box: float) -> dict:
+    from .train import evaluate_run
+
+    m = evaluate_run(model, cfg, progress=False, test_root=root, box_thresh=box, size=size)
+    return {k: m[k] for k in ("precision", "recall", "hmean", "per_image")} | {"long_side": size, "box_thresh": box}
+
+
+def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: str) -> dict:
+    """A finished run on icdar2015/test and td500/test -> {split: metrics with per_image}, cached in its run folder
+    (real_photos/<split>-<data fingerprint>.json). chosen_on "td500/train": long side and box threshold chosen on
+    all of td500/train (a synthetic run); "val": on the run's validation photos (a td500 run)."""
+    from .data.benchmarks import fingerprint
+    from .train import load_run
+
+    run = Path(result["run_dir"])
+    fps = {s: fingerprint(p) for s, p in splits.items()}
+    model = None
+
+    def loaded():
+        nonlocal model
+        if model is None:
+            model = load_run(run)[0]
+        return model
+
+    def choose():
+        if chosen_on == "val":
+            return _choose_on_val(loaded(), cfg, plan.photo_sizes)
+        from .calibrate import calibrate_photos
+
+        c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=plan.photo_sizes, progress=False)
+        return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
+
+    key = "-".join(f"{s.replace('/', '_')}{fps[s]}" for s in (TD_TRAIN,))
+    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{key}.json", choose)
+    out = {"choice": pick}
+    for split, size in ((IC15, IC15_SIZE), (TD_TEST, pick["long_side"])):
+        path = run / "real_photos" / f"{split.replace('/', '_')}-{fps[split]}-{size}-{pick['box_thresh']:g}.json"
+        out[split] = _cached(path, lambda s=split, z=size: _test(loaded(), cfg, splits[s], z, pick["box_thresh"]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the plan
+
+def _result(metrics: dict, seed: int, amp: str) -> dict:
+    return {"hmean": metrics["hmean"], "per_image": metrics["per_image"], "seed": seed, "amp": amp}
+
+
+def real_claims(plan: RealPlan, data, progress: bool = True):
+    """Train what is missing, test every run -> (claims table, runs table). Resumable: runs and evaluations are
+    cached (tcm_kit.runs.runs_dir()), so a second call after a kill goes on where the first stopped."""
+    from tqdm.auto import tqdm
+
+    from .runs import run_one
+
+    splits = _splits(data)
+    base, method = plan.detectors
+    rows, res = [], {}
+    jobs = [("synthetic", d, s, None) for s in plan.seeds for d in plan.detectors]
+    jobs += [("td500", d, s, shot) for shot in plan.shots for s in plan.seeds for d in plan.detectors]
+    for kind, det, seed, shot in tqdm(jobs, desc="real-data claims", disable=not progress):
+        cfg = synth_config(plan, det, seed) if kind == "synthetic" else td500_config(plan, det, seed, shot, data)
+        result = run_one(cfg)
+        ev = evaluate_photos(result, cfg, splits, plan, "td500/train" if kind == "synthetic" else "val")
+        amp = str(result.get("amp", "fp32"))
+        res[(kind, det, seed, shot)] = {s: _result(ev[s], seed, amp) for s in (IC15, TD_TEST)}
+        for split in (IC15, TD_TEST):
+            rows.append({"trained on": "synth-ic15" if kind == "synthetic" else f"td500 x{shot:g}",
+                         "detector": det, "seed": seed, "tested on": split, "long side": ev[split]["long_side"],
+                         "box_thresh": ev[split]["box_thresh"],
+                         **{k: ev[split][k] for k in ("precision", "recall", "hmean")},
+                         "train_seconds": result.get("train_seconds"), "run": Path(result["run_dir"]).name})
+
+    def group(kind, det, shot, split):
+        return tuple(res[(kind, det, s, shot)][split] for s in plan.seeds)
+
+    comps = [Comparison("iii", f"{method} − {base}, synth-ic15 → {split}", group("synthetic", method, None, split),
+                        group("synthetic", base, None, split)) for split in (IC15, TD_TEST)]
+    comps += [Comparison("ii", f"{method} − {base}, td500 at shot {shot:g}", group("td500", method, shot, TD_TEST),
+                         group("td500", base, shot, TD_TEST)) for shot in plan.shots]
+    lo, hi = min(plan.shots), max(plan.shots)
+    comps.append(Comparison("ii", f"gain at shot {lo:g} − gain at shot {hi:g} (td500)",
+                            group("td500", method, lo, TD_TEST), group("td500", base, lo, TD_TEST),
+                            group("td500", method, hi, TD_TEST), group("td500", base, hi, TD_TEST)))
+    comps.append(Comparison("real → real", f"{method} − {base}, td500 x{hi:g} → {IC15}",
+                            group("td500", method, hi, IC15), group("td500", base, hi, IC15)))
+    import pandas as pd
+
+    return claims_table(comps), pd.DataFrame(rows)
+
+
+def run_table(runs):
+    """Mean, sd and count of each (trained on, detector, tested on) over seeds, from real_claims' runs table."""
+    g = runs.groupby(["trained on", "detector", "tested on"], sort=False)["hmean"]
+    return g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "hmean", "std": "sd",
+                                                                         "count": "seeds"})
+
+
+def save(plan: RealPlan, data, table, runs, wall_seconds: float) -> None:
+    """Write reports/claims_real.md (with the runs' means) and claims_real_runs.md, stamped with the data."""
+    from .data.benchmarks import fingerprint
+    from .report import Stamp, save_table
+
+    fps = ", ".join(f"{s} {fingerprint(Path(data).expanduser() / s)}" for s in (IC15, TD_TRAIN, TD_TEST))
+    note = (f"RealPlan {plan.profile}: {dataclasses.asdict(plan)}. Paired by seed; verdicts from p_holm "
+            f"(tcm_kit.claims: the larger of the seed t-test's and the hierarchical bootstrap's p, Holm over the "
+            f"table). Long sides and box thresholds chosen on td500/train (synthetic runs) or the runs' validation "
+            f"photos carved from it (td500 runs), never on a test set.")
+    stamp = Stamp(profile=plan.profile, seeds=plan.seeds, wall_seconds=wall_seconds, data=fps, note=note)
+    save_table(table, "claims_real", "The paper's claims on real photos: paired differences and verdicts", stamp)
+    save_table(run_table(runs), "claims_real_runs", "Real-data runs: hmean over seeds", stamp)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tcm_kit.real_claims", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="folder laid out like ../shared/datasets")
+    ap.add_argument("--profile", choices=["smoke", "real"], default="real")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    plan = RealPlan.for_profile(args.profile)
+    t0 = time.time()
+    try:
+        table, runs = real_claims(plan, args.data, progress=not args.quiet)
+    except RealClaimsError as e:
+        print(f"real_claims: {e}", file=sys.stderr)
+        return 1
+    save(plan, args.data, table, runs, time.time() - t0)
+    print(table[["claim", "comparison", "n_seeds", "difference", "p_holm", "verdict", "detectable"]].to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
