@@ -57,13 +57,15 @@ class RealPlan:
     real_lr: float = 1e-3
     real_num_val: int = 30  # validation photos carved from td500/train
     photo_sizes: tuple = (640, 960, 1280)  # long sides tried on validation photos
+    workers: int = 2  # runs trained (and tested) side by side, one thread each (tcm_kit.runs.run_many)
+    threads: int = 1
 
     @classmethod
     def for_profile(cls, profile: str) -> "RealPlan":
         if profile == "smoke":
             return cls(profile="smoke", seeds=(0,), synth_profile="smoke", synth_train=8, synth_steps=2,
                        shots=(0.5, 1.0), real_train_size=64, real_scale=(1.0, 1.5), real_steps=2, real_num_val=2,
-                       photo_sizes=(128,))
+                       photo_sizes=(128,), workers=1)
         if profile == "real":
             return cls()
         raise ValueError(f"RealPlan profile is 'smoke' or 'real', got {profile!r}")
@@ -137,15 +139,15 @@ def _test(model, cfg, root: Path, size: int, box: float) -> dict:
     return {k: m[k] for k in ("precision", "recall", "hmean", "per_image")} | {"long_side": size, "box_thresh": box}
 
 
-def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: str) -> dict:
-    """A finished run on icdar2015/test and td500/test -> {split: metrics with per_image}, cached in its run folder
-    (real_photos/<split>-<data fingerprint>.json). chosen_on "td500/train": long side and box threshold chosen on
-    all of td500/train (a synthetic run); "val": on the run's validation photos (a td500 run)."""
+def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: str,
+                    targets: tuple = (IC15, TD_TEST)) -> dict:
+    """A finished run on the `targets` test splits -> {"choice": ..., split: metrics with per_image}, cached in its
+    run folder (real_photos/). chosen_on "td500/train": long side and box threshold chosen on all of td500/train
+    (a synthetic run); "val": on the run's validation photos (a td500 run)."""
     from .data.benchmarks import fingerprint
     from .train import load_run
 
     run = Path(result["run_dir"])
-    fps = {s: fingerprint(p) for s, p in splits.items()}
     model = None
 
     def loaded():
@@ -162,13 +164,33 @@ def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: 
         c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=plan.photo_sizes, progress=False)
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
-    key = "-".join(f"{s.replace('/', '_')}{fps[s]}" for s in (TD_TRAIN,))
-    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{key}.json", choose)
+    sizes = "-".join(str(z) for z in plan.photo_sizes)
+    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fingerprint(splits[TD_TRAIN])}-"
+                                         f"{sizes}.json", choose)
     out = {"choice": pick}
-    for split, size in ((IC15, IC15_SIZE), (TD_TEST, pick["long_side"])):
-        path = run / "real_photos" / f"{split.replace('/', '_')}-{fps[split]}-{size}-{pick['box_thresh']:g}.json"
+    for split in targets:
+        size = IC15_SIZE if split == IC15 else pick["long_side"]
+        name = f"{split.replace('/', '_')}-{fingerprint(splits[split])}-{size}-{pick['box_thresh']:g}.json"
+        path = run / "real_photos" / name
         out[split] = _cached(path, lambda s=split, z=size: _test(loaded(), cfg, splits[s], z, pick["box_thresh"]))
     return out
+
+
+def _evaluate_job(job) -> dict:
+    import torch
+
+    torch.set_num_threads(job[-1])
+    return evaluate_photos(*job[:-1])
+
+
+def _map(workers: int, fn, jobs: list) -> list:
+    """fn over jobs, in `workers` spawned processes when there are several."""
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(fn, jobs, chunksize=1)
+    return [fn(j) for j in jobs]
 
 
 # ---------------------------------------------------------------------------------------------------- the plan
@@ -180,26 +202,34 @@ def _result(metrics: dict, seed: int, amp: str) -> dict:
 def real_claims(plan: RealPlan, data, progress: bool = True):
     """Train what is missing, test every run -> (claims table, runs table). Resumable: runs and evaluations are
     cached (tcm_kit.runs.runs_dir()), so a second call after a kill goes on where the first stopped."""
-    from tqdm.auto import tqdm
-
-    from .runs import run_one
+    from .runs import run_many
 
     splits = _splits(data)
     base, method = plan.detectors
+    top = max(plan.shots)
+    keys = [("synthetic", d, s, None) for s in plan.seeds for d in plan.detectors]
+    cfgs = {k: synth_config(plan, k[1], k[2]) for k in keys}
+    results = dict(zip(keys, run_many(plan, list(cfgs.values()), "synthetic runs", progress)))
+    td_keys = [("td500", d, s, shot) for shot in plan.shots for s in plan.seeds for d in plan.detectors]
+    td_cfgs = {k: td500_config(plan, k[1], k[2], k[3], data) for k in td_keys}  # after their synthetic runs
+    results.update(zip(td_keys, run_many(plan, list(td_cfgs.values()), "td500 runs", progress)))
+    cfgs.update(td_cfgs)
+    # ICDAR2015 for the synthetic runs and the td500 runs on all photos (real -> real); TD500 test for every run
+    targets = {k: (IC15, TD_TEST) if k[0] == "synthetic" or k[3] == top else (TD_TEST,) for k in results}
+    jobs = [(results[k], cfgs[k], splits, plan, "td500/train" if k[0] == "synthetic" else "val", targets[k],
+             plan.threads) for k in results]
+    evals = dict(zip(results, _map(plan.workers, _evaluate_job, jobs)))
     rows, res = [], {}
-    jobs = [("synthetic", d, s, None) for s in plan.seeds for d in plan.detectors]
-    jobs += [("td500", d, s, shot) for shot in plan.shots for s in plan.seeds for d in plan.detectors]
-    for kind, det, seed, shot in tqdm(jobs, desc="real-data claims", disable=not progress):
-        cfg = synth_config(plan, det, seed) if kind == "synthetic" else td500_config(plan, det, seed, shot, data)
-        result = run_one(cfg)
-        ev = evaluate_photos(result, cfg, splits, plan, "td500/train" if kind == "synthetic" else "val")
+    for k, ev in evals.items():
+        kind, det, seed, shot = k
+        result = results[k]
         amp = str(result.get("amp", "fp32"))
-        res[(kind, det, seed, shot)] = {s: _result(ev[s], seed, amp) for s in (IC15, TD_TEST)}
-        for split in (IC15, TD_TEST):
+        res[k] = {s: _result(ev[s], seed, amp) for s in targets[k]}
+        for split in targets[k]:
             rows.append({"trained on": "synth-ic15" if kind == "synthetic" else f"td500 x{shot:g}",
                          "detector": det, "seed": seed, "tested on": split, "long side": ev[split]["long_side"],
                          "box_thresh": ev[split]["box_thresh"],
-                         **{k: ev[split][k] for k in ("precision", "recall", "hmean")},
+                         **{m: ev[split][m] for m in ("precision", "recall", "hmean")},
                          "train_seconds": result.get("train_seconds"), "run": Path(result["run_dir"]).name})
 
     def group(kind, det, shot, split):
