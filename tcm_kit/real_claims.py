@@ -29,7 +29,8 @@ from pathlib import Path
 
 from .claims import Comparison, claims_table
 
-__all__ = ["RealPlan", "RealClaimsError", "synth_config", "td500_config", "real_claims", "run_table"]
+__all__ = ["RealPlan", "RealClaimsError", "synth_config", "td500_config", "real_claims", "run_table", "save",
+           "stamp_for"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -257,17 +258,24 @@ def run_table(runs):
                                                                          "count": "seeds"})
 
 
-def save(plan: RealPlan, data, table, runs, wall_seconds: float) -> None:
-    """Write reports/claims_real.md (with the runs' means) and claims_real_runs.md, stamped with the data."""
+def stamp_for(plan: RealPlan, data, wall_seconds: float):
+    """The Stamp of the real-data claims' tables and figures: the plan, its seeds and the data's fingerprints."""
     from .data.benchmarks import fingerprint
-    from .report import Stamp, save_table
+    from .report import Stamp
 
     fps = ", ".join(f"{s} {fingerprint(Path(data).expanduser() / s)}" for s in (IC15, TD_TRAIN, TD_TEST))
     note = (f"RealPlan {plan.profile}: {dataclasses.asdict(plan)}. Paired by seed; verdicts from p_holm "
             f"(tcm_kit.claims: the larger of the seed t-test's and the hierarchical bootstrap's p, Holm over the "
             f"table). Long sides and box thresholds chosen on td500/train (synthetic runs) or the runs' validation "
             f"photos carved from it (td500 runs), never on a test set.")
-    stamp = Stamp(profile=plan.profile, seeds=plan.seeds, wall_seconds=wall_seconds, data=fps, note=note)
+    return Stamp(profile=plan.profile, seeds=plan.seeds, wall_seconds=wall_seconds, data=fps, note=note)
+
+
+def save(plan: RealPlan, data, table, runs, wall_seconds: float) -> None:
+    """Write reports/claims_real.md and claims_real_runs.md (each run's mean over seeds), stamped with the data."""
+    from .report import save_table
+
+    stamp = stamp_for(plan, data, wall_seconds)
     save_table(table, "claims_real", "The paper's claims on real photos: paired differences and verdicts", stamp)
     save_table(run_table(runs), "claims_real_runs", "Real-data runs: hmean over seeds", stamp)
 

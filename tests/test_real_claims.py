@@ -65,3 +65,20 @@ def test_a_missing_split_is_one_line(tmp_path, capsys):
     assert RC.main(["--data", str(tmp_path), "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "td500/train, td500/test not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_notebook_runs_the_plan_when_given_data(env, tmp_path):
+    import papermill as pm
+
+    from tcm_kit.utils import REPO_ROOT
+
+    RC.real_claims(RC.RealPlan.for_profile("smoke"), env, progress=False)  # trained once (cached across tests)
+    out = tmp_path / "07.ipynb"
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "07_real_claims.ipynb"), str(out),
+                        parameters={"profile": "smoke", "data": str(env)}, progress_bar=False, cwd=str(tmp_path))
+    import nbformat
+
+    printed = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells
+                      for o in c.get("outputs", []))
+    assert "checks passed" in printed and "no data folder given" not in printed
+    assert (env.parent / "reports" / "claims_real.png").exists()
