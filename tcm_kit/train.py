@@ -837,17 +837,14 @@ def predict_images(run_dir, images, out_dir, progress: bool = True, device: str 
                    released: str | None = None):
     """Detect text in image files with the run in `run_dir` (None: the released detector `released`, default
     tcm_kit.zoo.DEFAULT_DETECTOR, at long side `size` or its record's photo_size, with its box threshold for
-    photos, tcm_kit.zoo.photo_box_thresh): yields (png with the polygons
-    drawn, ICDAR2015 result txt) per image, or (None, why) for an image that cannot be read, and goes on with the
-    next."""
+    photos, tcm_kit.zoo.photo_box_thresh): yields (png with the polygons drawn, ICDAR2015 result txt) per image,
+    or (None, why) for an image that cannot be read, and goes on with the next."""
     import cv2
 
     from .data.transforms import CorruptImageError, pad_to_multiple, read_image, resize_to_scale, to_tensor
 
     if run_dir is None:
-        from .zoo import PHOTO_SIZE
-
-        from .zoo import photo_box_thresh
+        from .zoo import PHOTO_SIZE, photo_box_thresh
 
         model, cfg, record = load_detector(released, device)
         box_thresh, _ = photo_box_thresh(record)
