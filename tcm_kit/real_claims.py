@@ -140,12 +140,12 @@ def _test(model, cfg, root: Path, size: int, box: float) -> dict:
     return {k: m[k] for k in ("precision", "recall", "hmean", "per_image")} | {"long_side": size, "box_thresh": box}
 
 
-def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: str,
+def evaluate_photos(result: dict, cfg, splits: dict, fps: dict, plan: RealPlan, chosen_on: str,
                     targets: tuple = (IC15, TD_TEST)) -> dict:
     """A finished run on the `targets` test splits -> {"choice": ..., split: metrics with per_image}, cached in its
-    run folder (real_photos/). chosen_on "td500/train": long side and box threshold chosen on all of td500/train
-    (a synthetic run); "val": on the run's validation photos (a td500 run)."""
-    from .data.benchmarks import fingerprint
+    run folder (real_photos/, keyed by the splits' content fingerprints `fps`). chosen_on "td500/train": long side
+    and box threshold chosen on all of td500/train (a synthetic run); "val": on the run's validation photos (a td500
+    run)."""
     from .train import load_run
 
     run = Path(result["run_dir"])
@@ -166,12 +166,12 @@ def evaluate_photos(result: dict, cfg, splits: dict, plan: RealPlan, chosen_on: 
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
     sizes = "-".join(str(z) for z in plan.photo_sizes)
-    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fingerprint(splits[TD_TRAIN])}-"
+    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
                                          f"{sizes}.json", choose)
     out = {"choice": pick}
     for split in targets:
         size = IC15_SIZE if split == IC15 else pick["long_side"]
-        name = f"{split.replace('/', '_')}-{fingerprint(splits[split])}-{size}-{pick['box_thresh']:g}.json"
+        name = f"{split.replace('/', '_')}-{fps[split]}-{size}-{pick['box_thresh']:g}.json"
         path = run / "real_photos" / name
         out[split] = _cached(path, lambda s=split, z=size: _test(loaded(), cfg, splits[s], z, pick["box_thresh"]))
     return out
@@ -205,7 +205,10 @@ def real_claims(plan: RealPlan, data, progress: bool = True):
     cached (tcm_kit.runs.runs_dir()), so a second call after a kill goes on where the first stopped."""
     from .runs import run_many
 
+    from .data.benchmarks import fingerprint
+
     splits = _splits(data)
+    fps = {s: fingerprint(p) for s, p in splits.items()}  # once: each hashes every photo of its split
     base, method = plan.detectors
     top = max(plan.shots)
     keys = [("synthetic", d, s, None) for s in plan.seeds for d in plan.detectors]
@@ -217,7 +220,7 @@ def real_claims(plan: RealPlan, data, progress: bool = True):
     cfgs.update(td_cfgs)
     # ICDAR2015 for the synthetic runs and the td500 runs on all photos (real -> real); TD500 test for every run
     targets = {k: (IC15, TD_TEST) if k[0] == "synthetic" or k[3] == top else (TD_TEST,) for k in results}
-    jobs = [(results[k], cfgs[k], splits, plan, "td500/train" if k[0] == "synthetic" else "val", targets[k],
+    jobs = [(results[k], cfgs[k], splits, fps, plan, "td500/train" if k[0] == "synthetic" else "val", targets[k],
              plan.threads) for k in results]
     evals = dict(zip(results, _map(plan.workers, _evaluate_job, jobs)))
     rows, res = [], {}
