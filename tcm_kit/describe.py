@@ -157,7 +157,8 @@ def describe_few_shot(table: pd.DataFrame, baseline: str = "dbnet", method: str 
     return s + "."
 
 
-def describe_transfer(long: pd.DataFrame) -> str:
+def describe_transfer(long: pd.DataFrame, claims: str = "reports/claims.md") -> str:
+    """One sentence on the transfer matrix's off-domain means; `claims` names the table that tests them."""
     off = long[~long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
     on = long[long["in_domain"]].groupby("detector", sort=False)["hmean"].mean()
     if off.empty:
@@ -168,7 +169,7 @@ def describe_transfer(long: pd.DataFrame) -> str:
     return (f"Mean test hmean — {parts}. "
             + ("The detectors transfer equally well here." if tie else
                f"{best} has the highest mean off its training domain (+{off.max() - off.drop(best).max():.3f} "
-               f"over the next); whether that is an effect is claim (iii) of reports/claims.md (paired seeds, "
+               f"over the next); whether that is an effect is claim (iii) of {claims} (paired seeds, "
                f"intervals)."))
 
 

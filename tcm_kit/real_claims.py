@@ -29,8 +29,8 @@ from pathlib import Path
 
 from .claims import Comparison, claims_table
 
-__all__ = ["RealPlan", "RealClaimsError", "synth_config", "td500_config", "real_claims", "run_table", "save",
-           "stamp_for"]
+__all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table", "save",
+           "stamp_for", "few_shot_real", "transfer_real", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -200,9 +200,71 @@ def _result(metrics: dict, seed: int, amp: str) -> dict:
     return {"hmean": metrics["hmean"], "per_image": metrics["per_image"], "seed": seed, "amp": amp}
 
 
+class PartLog:
+    """The parts of a plan that runs in several sittings: each call of real_claims is a part, recorded in
+    runs_dir()/real_claims-<profile>-parts.json as {start, last, cpu, precision} and refreshed every `every`
+    seconds from a daemon thread, so a part killed without warning still counts up to its last heartbeat.
+    `total()` is the sum of the parts' (last - start): the plan's wall time over all its sittings."""
+
+    def __init__(self, plan: RealPlan, every: float = 30.0):
+        from .runs import runs_dir
+
+        self.path = runs_dir() / f"real_claims-{plan.profile}-parts.json"
+        self.every = every
+        self.workers = plan.workers
+        self.key = None
+
+    def parts(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def total(self) -> float:
+        return float(sum(p["last"] - p["start"] for p in self.parts().values()))
+
+    def _beat(self) -> None:
+        parts = self.parts()
+        parts[self.key]["last"] = time.time()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(parts, indent=1))
+        os.replace(tmp, self.path)
+
+    def __enter__(self):
+        import threading
+
+        from .precision import precision_for
+        from .utils import cpu_name
+
+        parts = self.parts()
+        now = time.time()
+        self.key = str(len(parts))
+        parts[self.key] = {"start": now, "last": now, "cpu": cpu_name(), "precision": precision_for(),
+                          "workers": self.workers}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(parts, indent=1))
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(self.every):
+                self._beat()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._beat()
+        return False
+
+
 def real_claims(plan: RealPlan, data, progress: bool = True):
     """Train what is missing, test every run -> (claims table, runs table). Resumable: runs and evaluations are
     cached (tcm_kit.runs.runs_dir()), so a second call after a kill goes on where the first stopped."""
+    with PartLog(plan):
+        return _real_claims(plan, data, progress)
+
+
+def _real_claims(plan: RealPlan, data, progress: bool):
     from .runs import run_many
 
     from .data.benchmarks import fingerprint
@@ -254,11 +316,107 @@ def real_claims(plan: RealPlan, data, progress: bool = True):
     return claims_table(comps), pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------------- peers
+
+PEERS = ("rapidocr", "craft")
+# peers detected now when their pass is missing; CRAFT is only read back from benchmarks.real_photos' passes
+# (`make real-photos DATA=`), since its two splits took 8,706 s on one thread of an AMD EPYC, over half of the
+# real-data reproduction's budget (rapidocr: 474 s)
+PEERS_RUN_NOW = ("rapidocr",)
+
+
+def _benchmarks():
+    """benchmarks.real_photos and benchmarks.peers: they live in the repository beside tcm_kit, not in the
+    installed package, so the repository root joins sys.path when a notebook runs from notebooks/."""
+    import sys
+
+    from .utils import REPO_ROOT
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks import peers, real_photos
+
+    return peers, real_photos
+
+
+def peer_runs(data, peers=PEERS, run_now=PEERS_RUN_NOW, progress: bool = True):
+    """The peers (rapidocr, CRAFT; the `bench` extra) on icdar2015/test and td500/test, on the same photos and with
+    the same metric as the runs -> (rows like real_claims' runs table, one-line notes on what is left out). A
+    peer's detections are benchmarks.real_photos' passes (data/eval/real_photos/, keyed by the peer's weights and
+    the split's fingerprint): read back when complete, else made now for the peers in `run_now`."""
+    notes, rows = [], []
+    try:
+        bench_peers, rp = _benchmarks()
+        contenders = bench_peers.peer_contenders(list(peers), threads=1)
+    except ImportError as e:
+        return [], [f"peers left out: {e.name or e} is not installed (`pip install -e '.[bench]'` brings them)"]
+    from .data.benchmarks import fingerprint
+
+    splits = _splits(data)
+    for split in (IC15, TD_TEST):
+        items = rp.split_items(splits[split], None)
+        fp = fingerprint(splits[split])
+        for c in contenders:
+            path = rp.pass_path(c.name, c.weights, split, "own", fp)
+            done = rp.read_pass(path)
+            if len(done) < len(items) and c.name in run_now:
+                done = rp.run_pass(c, items, path, progress)
+            if not all(name in done for name, _, _ in items):
+                notes.append(f"{c.name} on {split}: {len(done)}/{len(items)} photos detected, left out "
+                             f"(`make real-photos DATA=` detects the rest and resumes where it stops)")
+                continue
+            m = rp.scores(done, items)
+            rows.append({"trained on": "(the peer's own data)", "detector": c.name, "seed": None, "tested on": split,
+                         "long side": "own", "box_thresh": None, "precision": m["precision"],
+                         "recall": m["recall"], "hmean": m["hmean"], "train_seconds": None,
+                         "run": f"{c.weights}; detections {path.relative_to(rp.cache_dir())}"})
+    return rows, notes
+
+
+def paper_figures():
+    """The paper's and the field's figures beside ours (F-measure %, for display only; not made by this kit)."""
+    import pandas as pd
+
+    rows = [("TCM-DBNet (CLIP RN50), real training data", "ICDAR2015", "F (%)", "88.8", "Yu et al., CVPR 2023"),
+            ("TCM-DBNet (CLIP RN50), real training data", "MSRA-TD500", "F (%)", "88.8", "Yu et al., CVPR 2023"),
+            ("TCM − baseline at 10 % of the training data, on average", "four benchmarks", "F points", "+22",
+             "Yu et al., CVPR 2023"),
+            ("EAST trained on SynthText alone (800 k images)", "ICDAR2015", "F (%)", "57.9", "quoted in issue 33"),
+            ("DBNet R18 trained on ICDAR2015 train", "ICDAR2015", "F (%)", "81.7", "MMOCR model zoo")]
+    return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value", "source"])
+
+
 def run_table(runs):
     """Mean, sd and count of each (trained on, detector, tested on) over seeds, from real_claims' runs table."""
     g = runs.groupby(["trained on", "detector", "tested on"], sort=False)["hmean"]
     return g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "hmean", "std": "sd",
                                                                          "count": "seeds"})
+
+
+def _trained_on_shot(trained_on: str) -> float:
+    return float(trained_on.split(" x")[1]) if trained_on.startswith("td500 x") else 0.0
+
+
+def few_shot_real(runs):
+    """The few-shot curve on TD500 from real_claims' runs table: TD500 test hmean of each (detector, shot), mean and
+    sd over seeds -> rows like tables.aggregate_few_shot (plots.plot_few_shot draws it). Shot 0 is the synthetic run
+    itself, before any TD500 photo: the start of every fine-tuning."""
+    td = runs[runs["tested on"] == TD_TEST].assign(shot=lambda d: d["trained on"].map(_trained_on_shot))
+    g = td.groupby(["detector", "shot"], sort=True)["hmean"]
+    out = g.agg(hmean_mean="mean", hmean_std="std", n_seeds="count").reset_index()
+    return out[["shot", "detector", "hmean_mean", "hmean_std", "n_seeds"]]
+
+
+def transfer_real(runs):
+    """The transfer matrix on real photos from real_claims' runs table, in tables.transfer_table's long form
+    (train_domain, test_domain, detector, hmean: mean over seeds; plots.plot_transfer_heatmap draws it): the runs
+    tested on both benchmarks (synthetic, and td500 on all its photos) against icdar2015/test and td500/test."""
+    both = runs.groupby("trained on")["tested on"].transform("nunique") == 2
+    g = runs[both].groupby(["trained on", "detector", "tested on"], sort=False)["hmean"]
+    out = g.agg(hmean="mean", hmean_sd="std", n_seeds="count").reset_index()
+    out = out.rename(columns={"trained on": "train_domain", "tested on": "test_domain"})
+    out.insert(2, "in_domain", out["train_domain"].str.startswith("td500") & (out["test_domain"] == TD_TEST))
+    return out
 
 
 def stamp_for(plan: RealPlan, data, wall_seconds: float):
@@ -274,13 +432,21 @@ def stamp_for(plan: RealPlan, data, wall_seconds: float):
     return Stamp(profile=plan.profile, seeds=plan.seeds, wall_seconds=wall_seconds, data=fps, note=note)
 
 
-def save(plan: RealPlan, data, table, runs, wall_seconds: float) -> None:
-    """Write reports/claims_real.md and claims_real_runs.md (each run's mean over seeds), stamped with the data."""
+def save(plan: RealPlan, data, table, runs, wall_seconds: float, peers=None) -> None:
+    """Write reports/claims_real.md (with the paper's figures beside it) and claims_real_runs.md (each run's mean
+    over seeds, then the peers' rows from peer_runs when given), stamped with the data."""
+    import pandas as pd
+
     from .report import save_table
 
     stamp = stamp_for(plan, data, wall_seconds)
-    save_table(table, "claims_real", "The paper's claims on real photos: paired differences and verdicts", stamp)
-    save_table(run_table(runs), "claims_real_runs", "Real-data runs: hmean over seeds", stamp)
+    save_table(table, "claims_real", "The paper's claims on real photos: paired differences and verdicts", stamp,
+               paper=paper_figures(), paper_heading="## The paper's and the field's figures (not made by this kit)")
+    means = run_table(runs)
+    if peers:
+        cols = ["trained on", "detector", "tested on", "hmean"]
+        means = pd.concat([means, pd.DataFrame(peers)[cols].assign(sd=float("nan"), seeds=1)], ignore_index=True)
+    save_table(means, "claims_real_runs", "Real-data runs and the peers on the same photos: hmean over seeds", stamp)
 
 
 def main(argv=None) -> int:
@@ -293,13 +459,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     plan = RealPlan.for_profile(args.profile)
-    t0 = time.time()
     try:
         table, runs = real_claims(plan, args.data, progress=not args.quiet)
     except RealClaimsError as e:
         print(f"real_claims: {e}", file=sys.stderr)
         return 1
-    save(plan, args.data, table, runs, time.time() - t0)
+    with PartLog(plan):  # a part of its own: the peers' time counts in the plan's wall time
+        peers, notes = peer_runs(args.data, progress=not args.quiet)
+    for line in notes:
+        print(line, file=sys.stderr)
+    save(plan, args.data, table, runs, PartLog(plan).total(), peers)
     print(table[["claim", "comparison", "n_seeds", "difference", "p_holm", "verdict", "detectable"]].to_string())
     return 0
 

@@ -118,8 +118,8 @@ def write_index() -> Path:
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 # the headline of the top-level README: reports/<name>.md tables (ours only) and reports/<name>.png figures
-README_RESULTS = ("real_photos", "claims", "plateau", "main_table", "ablations", "few_shot", "few_shot_curve",
-                  "transfer", "tau_lambda", "clip_prior")
+README_RESULTS = ("claims_real", "claims_real_runs", "real_photos", "claims", "plateau", "main_table", "ablations",
+                  "few_shot", "few_shot_curve", "transfer", "tau_lambda", "clip_prior")
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", names=README_RESULTS) -> list[str]:

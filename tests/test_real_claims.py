@@ -67,18 +67,96 @@ def test_a_missing_split_is_one_line(tmp_path, capsys):
     assert "td500/train, td500/test not found" in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_notebook_runs_the_plan_when_given_data(env, tmp_path):
+@pytest.mark.parametrize("notebook, made", [
+    ("07_real_claims.ipynb", ("claims_real.png", "claims_real.md")),
+    ("03_few_shot_curves.ipynb", ("few_shot_real.md", "few_shot_real_curve.png")),
+    ("04_cross_dataset_transfer.ipynb", ("transfer_real.md", "transfer_real_heatmap.png")),
+])
+def test_the_notebooks_show_the_real_rows_when_given_data(env, tmp_path, notebook, made):
     import papermill as pm
 
     from tcm_kit.utils import REPO_ROOT
 
     RC.real_claims(RC.RealPlan.for_profile("smoke"), env, progress=False)  # trained once (cached across tests)
-    out = tmp_path / "07.ipynb"
-    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "07_real_claims.ipynb"), str(out),
+    for name in made:
+        (env.parent / "reports" / name).unlink(missing_ok=True)
+    out = tmp_path / notebook
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / notebook), str(out),
                         parameters={"profile": "smoke", "data": str(env)}, progress_bar=False, cwd=str(tmp_path))
     import nbformat
 
     printed = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells
                       for o in c.get("outputs", []))
     assert "checks passed" in printed and "no data folder given" not in printed
-    assert (env.parent / "reports" / "claims_real.png").exists()
+    assert all((env.parent / "reports" / name).exists() for name in made)
+
+
+def test_the_part_log_sums_sittings_and_counts_a_killed_part_to_its_last_heartbeat(env):
+    plan = RC.RealPlan.for_profile("smoke")
+    log = RC.PartLog(plan, every=0.05)
+    log.path.unlink(missing_ok=True)
+    import time
+
+    with log:
+        time.sleep(0.2)
+    first = log.total()
+    assert 0.2 <= first < 5
+    # a part killed without warning: its heartbeat stops, and only the time up to it counts
+    killed = RC.PartLog(plan, every=0.05).__enter__()
+    time.sleep(0.2)
+    killed._stop.set()
+    time.sleep(0.3)
+    parts = log.parts()
+    assert list(parts) == ["0", "1"] and parts["1"]["workers"] == plan.workers
+    assert first + 0.1 <= log.total() <= first + 0.35
+
+
+def test_peers_are_detected_or_read_back_on_the_same_photos_and_a_missing_one_is_a_note(env, monkeypatch):
+    import types
+
+    from tcm_kit.utils import REPO_ROOT
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    from benchmarks import real_photos as rp
+    from benchmarks.peers import Contender
+
+    calls = []
+
+    def contender(name):  # a peer that finds one fixed box in every photo
+        def detect(image):
+            calls.append(name)
+            return [([0, 0, 20, 0, 20, 10, 0, 10], 0.9)]
+        return Contender(name, f"fake {name}", detect, lambda hw: hw)
+
+    fake = types.SimpleNamespace(peer_contenders=lambda names, threads: [contender(n) for n in names])
+    monkeypatch.setattr(RC, "_benchmarks", lambda: (fake, rp))
+    rows, notes = RC.peer_runs(env, peers=("now", "later"), run_now=("now",), progress=False)
+    assert {(r["detector"], r["tested on"]) for r in rows} == {("now", "icdar2015/test"), ("now", "td500/test")}
+    assert len(calls) == 3 + 3 and all(0 <= r["hmean"] <= 1 for r in rows)
+    assert len(notes) == 2 and all(n.startswith("later on ") and "0/3 photos" in n for n in notes)
+    again, _ = RC.peer_runs(env, peers=("now",), run_now=("now",), progress=False)
+    assert len(calls) == 6 and [r["hmean"] for r in again] == [r["hmean"] for r in rows]  # read back, not re-run
+
+    def missing():
+        raise ModuleNotFoundError("no module", name="rapidocr")
+
+    monkeypatch.setattr(RC, "_benchmarks", missing)
+    assert RC.peer_runs(env, progress=False) == ([], ["peers left out: rapidocr is not installed "
+                                                      "(`pip install -e '.[bench]'` brings them)"])
+
+
+def test_the_few_shot_curve_and_the_transfer_matrix_on_real_photos_come_from_the_plans_runs(env):
+    plan = RC.RealPlan.for_profile("smoke")
+    _, runs = RC.real_claims(plan, env, progress=False)  # cached by the test above
+    curve = RC.few_shot_real(runs)
+    assert sorted(set(curve["shot"])) == [0.0, *plan.shots] and set(curve["detector"]) == set(plan.detectors)
+    td = runs[(runs["tested on"] == "td500/test") & (runs["trained on"] == "td500 x0.5")]
+    got = curve[(curve["shot"] == 0.5)].set_index("detector")["hmean_mean"]
+    assert got.to_dict() == pytest.approx(td.groupby("detector")["hmean"].mean().to_dict())
+    long = RC.transfer_real(runs)
+    assert set(long["train_domain"]) == {"synth-ic15", "td500 x1"}  # the td500 x0.5 runs meet one benchmark only
+    assert len(long) == 2 * 2 * 2 and long["in_domain"].sum() == 2
+    from tcm_kit import plots
+
+    fig = plots.plot_transfer_heatmap(long)
+    assert len(fig.axes) >= 3  # dbnet, tcm-dbnet, and their difference
