@@ -260,6 +260,7 @@ class PartLog:
 def real_claims(plan: RealPlan, data, progress: bool = True):
     """Train what is missing, test every run -> (claims table, runs table). Resumable: runs and evaluations are
     cached (tcm_kit.runs.runs_dir()), so a second call after a kill goes on where the first stopped."""
+    _splits(data)  # a missing split is an error before any part is logged
     with PartLog(plan):
         return _real_claims(plan, data, progress)
 

@@ -60,11 +60,13 @@ def test_real_claims_make_one_table_and_read_everything_back(env, tmp_path):
     assert f"td500/test {fingerprint(env / 'td500' / 'test')}" in text
 
 
-def test_a_missing_split_is_one_line(tmp_path, capsys):
+def test_a_missing_split_is_one_line_and_logs_no_part(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TCM_KIT_RUNS", str(tmp_path / "runs"))
     (tmp_path / "icdar2015" / "test").mkdir(parents=True)
     assert RC.main(["--data", str(tmp_path), "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "td500/train, td500/test not found" in err and len(err.strip().splitlines()) == 1
+    assert RC.PartLog(RC.RealPlan.for_profile("smoke")).parts() == {}
 
 
 @pytest.mark.parametrize("notebook, made", [
