@@ -30,7 +30,7 @@ from pathlib import Path
 from .claims import Comparison, claims_table
 
 __all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table", "save",
-           "stamp_for", "few_shot_real", "transfer_real", "peer_runs", "paper_figures", "PEERS"]
+           "stamp_for", "learning_curves", "few_shot_real", "transfer_real", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -392,6 +392,27 @@ def run_table(runs):
     g = runs.groupby(["trained on", "detector", "tested on"], sort=False)["hmean"]
     return g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "hmean", "std": "sd",
                                                                          "count": "seeds"})
+
+
+def learning_curves(plan: RealPlan, data):
+    """The validation curves of the plan's runs (val_curve.csv; the synthetic runs on their synthetic validation
+    split, the td500 runs on the photos carved from td500/train): columns detector ("<detector> · <trained on>",
+    so tables.plateau_table and plots.plot_learning_curves take one line per kind of run), seed, step, hmean.
+    Reads what is on disk; a run not trained yet has no rows."""
+    import pandas as pd
+
+    from .runs import run_dir
+    from .train import read_val_curve
+
+    rows = []
+    for shot in (None, *plan.shots):
+        for det in plan.detectors:
+            for seed in plan.seeds:
+                cfg = synth_config(plan, det, seed) if shot is None else td500_config(plan, det, seed, shot, data)
+                label = f"{det} · {'synth-ic15' if shot is None else f'td500 x{shot:g}'}"
+                rows += [{"detector": label, "seed": seed, "step": p["step"], "hmean": p["hmean"]}
+                         for p in read_val_curve(run_dir(cfg))]
+    return pd.DataFrame(rows, columns=["detector", "seed", "step", "hmean"])
 
 
 def _trained_on_shot(trained_on: str) -> float:

@@ -70,7 +70,8 @@ def test_a_missing_split_is_one_line_and_logs_no_part(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("notebook, made", [
-    ("07_real_claims.ipynb", ("claims_real.png", "claims_real.md")),
+    ("07_real_claims.ipynb", ("claims_real.png", "claims_real.md", "claims_real_plateau.md",
+                              "claims_real_curves_synth.png", "claims_real_curves_td500.png")),
     ("03_few_shot_curves.ipynb", ("few_shot_real.md", "few_shot_real_curve.png")),
     ("04_cross_dataset_transfer.ipynb", ("transfer_real.md", "transfer_real_heatmap.png")),
 ])
@@ -162,3 +163,20 @@ def test_the_few_shot_curve_and_the_transfer_matrix_on_real_photos_come_from_the
 
     fig = plots.plot_transfer_heatmap(long)
     assert len(fig.axes) >= 3  # dbnet, tcm-dbnet, and their difference
+
+
+def test_the_learning_curves_are_the_runs_val_curves_one_line_per_kind_of_run(env):
+    plan = RC.RealPlan.for_profile("smoke")
+    RC.real_claims(plan, env, progress=False)  # cached by the tests above
+    curves = RC.learning_curves(plan, env)
+    kinds = {f"{d} · {t}" for d in plan.detectors for t in ("synth-ic15", "td500 x0.5", "td500 x1")}
+    assert set(curves["detector"]) == kinds and set(curves["seed"]) == set(plan.seeds)
+    from tcm_kit.runs import run_dir
+    from tcm_kit.train import read_val_curve
+
+    mine = read_val_curve(run_dir(RC.td500_config(plan, "dbnet", 0, 0.5, env)))
+    got = curves[curves["detector"] == "dbnet · td500 x0.5"]
+    assert list(got["step"]) == [p["step"] for p in mine] and list(got["hmean"]) == [p["hmean"] for p in mine]
+    from tcm_kit.tables import plateau_table
+
+    assert set(plateau_table(curves)["detector"]) == kinds
