@@ -29,8 +29,9 @@ from pathlib import Path
 
 from .claims import Comparison, claims_table
 
-__all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table", "save",
-           "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real", "transfer_real", "peer_runs", "paper_figures", "PEERS"]
+__all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table",
+           "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real",
+           "transfer_real", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -202,7 +203,7 @@ def _result(metrics: dict, seed: int, amp: str) -> dict:
 
 class PartLog:
     """The parts of a plan that runs in several sittings: each call of real_claims is a part, recorded in
-    runs_dir()/real_claims-<profile>-parts.json as {start, last, cpu, precision} and refreshed every `every`
+    runs_dir()/real_claims-<profile>-parts.json as {start, last, cpu, precision, workers}, refreshed every `every`
     seconds from a daemon thread, so a part killed without warning still counts up to its last heartbeat.
     `total()` is the sum of the parts' (last - start): the plan's wall time over all its sittings."""
 
