@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .claims import Comparison, claims_table
+from .utils import atomic_write_text
 
 __all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table",
            "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real",
-           "transfer_real", "peer_runs", "paper_figures", "PEERS"]
+           "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -111,10 +111,7 @@ def _cached(path: Path, make) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=1))
     return value
 
 
@@ -197,6 +194,11 @@ def _map(workers: int, fn, jobs: list) -> list:
 
 # ---------------------------------------------------------------------------------------------------- the plan
 
+def trained_on(shot) -> str:
+    """The runs' "trained on" label: "synth-ic15" for a synthetic run (shot None), "td500 x<shot>" for a td500 run."""
+    return "synth-ic15" if shot is None else f"td500 x{shot:g}"
+
+
 def _result(metrics: dict, seed: int, amp: str) -> dict:
     return {"hmean": metrics["hmean"], "per_image": metrics["per_image"], "seed": seed, "amp": amp}
 
@@ -224,10 +226,7 @@ class PartLog:
     def _beat(self) -> None:
         parts = self.parts()
         parts[self.key]["last"] = time.time()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(parts, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(parts, indent=1))
 
     def __enter__(self):
         import threading
@@ -240,8 +239,7 @@ class PartLog:
         self.key = str(len(parts))
         parts[self.key] = {"start": now, "last": now, "cpu": cpu_name(), "precision": precision_for(),
                           "workers": self.workers}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(parts, indent=1))
+        atomic_write_text(self.path, json.dumps(parts, indent=1))
         self._stop = threading.Event()
 
         def loop():
@@ -294,8 +292,7 @@ def _real_claims(plan: RealPlan, data, progress: bool):
         amp = str(result.get("amp", "fp32"))
         res[k] = {s: _result(ev[s], seed, amp) for s in targets[k]}
         for split in targets[k]:
-            rows.append({"trained on": "synth-ic15" if kind == "synthetic" else f"td500 x{shot:g}",
-                         "detector": det, "seed": seed, "tested on": split, "long side": ev[split]["long_side"],
+            rows.append({"trained on": trained_on(shot), "shot": shot, "detector": det, "seed": seed, "tested on": split, "long side": ev[split]["long_side"],
                          "box_thresh": ev[split]["box_thresh"],
                          **{m: ev[split][m] for m in ("precision", "recall", "hmean")},
                          "train_seconds": result.get("train_seconds"), "run": Path(result["run_dir"]).name})
@@ -388,6 +385,20 @@ def paper_figures():
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value", "source"])
 
 
+def notebook_runs(profile: str, data):
+    """The real-data Plan for a notebook's profile ("smoke" -> RealPlan "smoke", else "real") -> (plan, claims
+    table, runs table), trained where missing (cached). (plan, None, None) when data is None, or, with the one-line
+    reason printed, when a split is missing, so the notebook's other cells go on."""
+    plan = RealPlan.for_profile("smoke" if profile == "smoke" else "real")
+    if data is None:
+        return plan, None, None
+    try:
+        return (plan, *real_claims(plan, data))
+    except RealClaimsError as e:
+        print(e)
+        return plan, None, None
+
+
 def run_table(runs):
     """Mean, sd and count of each (trained on, detector, tested on) over seeds, from real_claims' runs table."""
     g = runs.groupby(["trained on", "detector", "tested on"], sort=False)["hmean"]
@@ -410,21 +421,17 @@ def learning_curves(plan: RealPlan, data):
         for det in plan.detectors:
             for seed in plan.seeds:
                 cfg = synth_config(plan, det, seed) if shot is None else td500_config(plan, det, seed, shot, data)
-                label = f"{det} · {'synth-ic15' if shot is None else f'td500 x{shot:g}'}"
+                label = f"{det} · {trained_on(shot)}"
                 rows += [{"detector": label, "seed": seed, "step": p["step"], "hmean": p["hmean"]}
                          for p in read_val_curve(run_dir(cfg))]
     return pd.DataFrame(rows, columns=["detector", "seed", "step", "hmean"])
-
-
-def _trained_on_shot(trained_on: str) -> float:
-    return float(trained_on.split(" x")[1]) if trained_on.startswith("td500 x") else 0.0
 
 
 def few_shot_real(runs):
     """The few-shot curve on TD500 from real_claims' runs table: TD500 test hmean of each (detector, shot), mean and
     sd over seeds -> rows like tables.aggregate_few_shot (plots.plot_few_shot draws it). Shot 0 is the synthetic run
     itself, before any TD500 photo: the start of every fine-tuning."""
-    td = runs[runs["tested on"] == TD_TEST].assign(shot=lambda d: d["trained on"].map(_trained_on_shot))
+    td = runs[runs["tested on"] == TD_TEST].assign(shot=lambda d: d["shot"].fillna(0.0))
     g = td.groupby(["detector", "shot"], sort=True)["hmean"]
     out = g.agg(hmean_mean="mean", hmean_std="std", n_seeds="count").reset_index()
     return out[["shot", "detector", "hmean_mean", "hmean_std", "n_seeds"]]

@@ -23,7 +23,7 @@ from tcm_kit.clip import (RELEASED_CLIP, ClipWeightsError, _load_from_path, file
                           save_kit_checkpoint)
 from tcm_kit.inspection import prior_table
 from tcm_kit.probe import PROBE_SIZES
-from tcm_kit.utils import cpu_name
+from tcm_kit.utils import atomic_write_text, cpu_name
 
 __all__ = ["export_release", "PROBE_SIZES", "cpu_name"]
 
@@ -69,9 +69,7 @@ def export_release(ckpt_path, out_path: Path = RELEASED_CLIP, probe_n: int = PRO
         "source": ckpt_path.name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "probe": {"n": probe_n, "seed": PROBE_SEED, "seconds": round(probe_s, 1), "rows": probe_rows},
     }
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, meta_path)
+    atomic_write_text(meta_path, json.dumps(record, indent=1, default=str) + "\n")
     return record
 
 

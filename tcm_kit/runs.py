@@ -20,7 +20,7 @@ from . import train as T
 from .detector import head_family
 from .experiments import METRICS, Plan, notebook_configs
 from .train import TrainConfig
-from .utils import config_hash, data_dir
+from .utils import atomic_write_text, config_hash, data_dir
 
 
 def runs_dir() -> Path:
@@ -185,8 +185,6 @@ def cross_evaluate(result: dict, cfg: TrainConfig, targets: Sequence[TrainConfig
                                test_format=t.data_format)
             m = {**result_metrics(m), "box_thresh": m.get("box_thresh"), "n_test": m.get("n_test"),
                  "per_image": m.get("per_image")}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(m, indent=1))
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(m, indent=1))
             metrics[_test_key(t)] = m
     return [metrics[_test_key(t)] for t in targets]

@@ -13,7 +13,6 @@ puts their numbers in one DataFrame.
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ from .experiments import (METRICS, STEP0_VARIANTS, ExperimentError, Plan, ablati
                           detector_configs, few_shot_configs, tau_lambda_configs, transfer_configs)
 from .runs import torch_threads, cross_evaluate, result_metrics, run_dir, run_many
 from .train import TrainConfig
+from .utils import atomic_write_text
 
 
 # ---------------------------------------------------------------------------------------------------- 01 / 02 P's AUC
@@ -61,9 +61,8 @@ def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
             return {"step0": c["step0"], "trained": c["trained"]}
     step0 = _score_map_auc(cfg, n_images, trained=False)["auc"]
     trained = _score_map_auc(cfg, n_images, trained=True)["auc"]
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps({"config_hash": h, "n_images": n_images, "step0": step0, "trained": trained}))
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps({"config_hash": h, "n_images": n_images, "step0": step0,
+                                         "trained": trained}))
     return {"step0": step0, "trained": trained}
 
 

@@ -65,6 +65,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def atomic_write_text(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it and one rename, so a reader (or a run killed
+    mid-write) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def file_sha256(path) -> str:
     """The sha256 of a file's content, hex."""
     h = hashlib.sha256()

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .clip import WEIGHTS_DIR, file_sha256, verify_release
+from .utils import atomic_write_text
 
 __all__ = ["ZooError", "write_release", "record_evaluation", "record_calibration", "photo_box_thresh",
            "remove_release", "released_weights",
@@ -130,9 +131,7 @@ def photo_box_thresh(record: dict) -> tuple[float, str]:
 
 
 def _write_record(record: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
 
 
 def remove_release(name: str, folder: Path | None = None) -> None:
