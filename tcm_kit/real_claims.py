@@ -29,8 +29,8 @@ from pathlib import Path
 from .claims import Comparison, claims_table
 from .utils import atomic_write_text
 
-__all__ = ["RealPlan", "RealClaimsError", "PartLog", "synth_config", "td500_config", "real_claims", "run_table",
-           "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real",
+__all__ = ["RealPlan", "RealClaimsError", "PartLog", "plan_key", "synth_config", "td500_config", "real_claims",
+           "run_table", "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real",
            "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
@@ -51,14 +51,17 @@ class RealPlan:
     synth_profile: str = "cpu"
     synth_train: int = 1000
     synth_steps: int = 3000
-    # td500 runs: crops of photos resized to a long side of scale_range x train_size, fine-tuned from the synthetic run
+    # td500 runs: crops of photos resized to a long side of real_scale x real_train_size, fine-tuned from the
+    # synthetic run; real_unclip is DBNet's unclip ratio when it decodes them (reports/NOTES.md: chosen on validation)
     shots: tuple = (0.1, 1.0)
     real_train_size: int = 320
-    real_scale: tuple = (2.0, 4.0)
+    real_scale: tuple = (1.0, 2.0)
     real_steps: int = 600
     real_lr: float = 1e-3
+    real_unclip: float = 0.8
     real_num_val: int = 30  # validation photos carved from td500/train
-    photo_sizes: tuple = (640, 960)  # long sides tried on validation photos (1280 was the worst for both releases)
+    photo_sizes: tuple = (640, 960)  # long sides tried on td500/train for a synthetic run (1280 was the worst)
+    real_photo_sizes: tuple = (640, 480, 800)  # long sides tried on a td500 run's validation photos (its curve: the first)
     workers: int = 2  # runs trained (and tested) side by side, one thread each (tcm_kit.runs.run_many)
     threads: int = 1
 
@@ -67,7 +70,7 @@ class RealPlan:
         if profile == "smoke":
             return cls(profile="smoke", seeds=(0,), synth_profile="smoke", synth_train=8, synth_steps=2,
                        shots=(0.5, 1.0), real_train_size=64, real_scale=(1.0, 1.5), real_steps=2, real_num_val=2,
-                       photo_sizes=(128,), workers=1)
+                       photo_sizes=(128,), real_photo_sizes=(96, 128), workers=1)
         if profile == "real":
             return cls()
         raise ValueError(f"RealPlan profile is 'smoke' or 'real', got {profile!r}")
@@ -96,13 +99,21 @@ def td500_config(plan: RealPlan, detector: str, seed: int, shot: float, data):
     from .config import TrainConfig
     from .runs import run_dir
 
+    from .calibrate import PHOTO_BOX_THRESHOLDS
+
     start = run_dir(synth_config(plan, detector, seed))
-    return TrainConfig.for_profile(
+    cfg = TrainConfig.for_profile(
         plan.synth_profile, detector=detector, domain="td500", data_root=str(Path(data).expanduser() / "td500"),
         seed=seed, shot=float(shot), init_from=str(start),
         data=dict(num_val=plan.real_num_val), aug=dict(train_size=plan.real_train_size, scale_range=plan.real_scale),
         optim=dict(steps=plan.real_steps, lr=plan.real_lr),
-        evaluation=dict(test_size=min(plan.photo_sizes), val_every=max(1, plan.real_steps // 4)), num_workers=0)
+        evaluation=dict(test_size=plan.real_photo_sizes[0], val_every=max(1, plan.real_steps // 4),
+                        box_thresholds=PHOTO_BOX_THRESHOLDS), num_workers=0)
+    post = cfg.head.postprocess
+    if hasattr(post, "unclip_ratio"):  # DBNet's decoding
+        cfg = cfg.updated(head=dataclasses.replace(cfg.head, postprocess=dataclasses.replace(
+            post, unclip_ratio=plan.real_unclip)))
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -157,13 +168,13 @@ def evaluate_photos(result: dict, cfg, splits: dict, fps: dict, plan: RealPlan, 
 
     def choose():
         if chosen_on == "val":
-            return _choose_on_val(loaded(), cfg, plan.photo_sizes)
+            return _choose_on_val(loaded(), cfg, plan.real_photo_sizes)
         from .calibrate import calibrate_photos
 
         c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=plan.photo_sizes, progress=False)
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
-    sizes = "-".join(str(z) for z in plan.photo_sizes)
+    sizes = "-".join(str(z) for z in (plan.real_photo_sizes if chosen_on == "val" else plan.photo_sizes))
     pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
                                          f"{sizes}.json", choose)
     out = {"choice": pick}
@@ -203,16 +214,28 @@ def _result(metrics: dict, seed: int, amp: str) -> dict:
     return {"hmean": metrics["hmean"], "per_image": metrics["per_image"], "seed": seed, "amp": amp}
 
 
+def plan_key(plan: RealPlan) -> str:
+    """What identifies a plan's results: the hash of its fields but `workers` and `threads` (how it runs, not what)."""
+    from .utils import config_hash
+
+    fields = dataclasses.asdict(plan)
+    for how in ("workers", "threads"):
+        fields.pop(how)
+    return config_hash(fields)[:8]
+
+
 class PartLog:
     """The parts of a plan that runs in several sittings: each call of real_claims is a part, recorded in
-    runs_dir()/real_claims-<profile>-parts.json as {start, last, cpu, precision, workers}, refreshed every `every`
-    seconds from a daemon thread, so a part killed without warning still counts up to its last heartbeat.
-    `total()` is the sum of the parts' (last - start): the plan's wall time over all its sittings."""
+    runs_dir()/real_claims-<profile>-<plan_key>-parts.json as {start, last, cpu, precision, workers}, refreshed
+    every `every` seconds from a daemon thread, so a part killed without warning still counts up to its last
+    heartbeat. `total()` is the sum of the parts' (last - start): the plan's wall time over all its sittings. A
+    changed plan starts a log of its own (runs it shares with an earlier plan are read back, their time is not
+    counted again)."""
 
     def __init__(self, plan: RealPlan, every: float = 30.0):
         from .runs import runs_dir
 
-        self.path = runs_dir() / f"real_claims-{plan.profile}-parts.json"
+        self.path = runs_dir() / f"real_claims-{plan.profile}-{plan_key(plan)}-parts.json"
         self.every = every
         self.workers = plan.workers
         self.key = None

@@ -98,12 +98,21 @@ def init_weights(spec: str) -> tuple[dict, str]:
 
 
 def data_fingerprint(root) -> str:
-    """A manifest hash of a real dataset folder: every file's relative path, size and mtime, so that an annotation
-    fixed in place gives runs on it a new identity."""
-    root = Path(root)
-    entries = sorted((str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
-                     for p in root.rglob("*") if p.is_file() for st in [p.stat()])
-    return config_hash({"files": entries})
+    """A content hash of a real dataset folder (tcm_kit.data.benchmarks.fingerprint: every file's relative path and
+    sha256), so that an annotation fixed in place gives runs on it a new identity, while a copy of the same files
+    (a fresh download, another machine, a folder copied without its times) keeps it and its runs resume. The
+    content is hashed once per process and listing of (path, size, mtime)."""
+    root = Path(root).expanduser().resolve()
+    listing = tuple(sorted((str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
+                           for p in root.rglob("*") if p.is_file() for st in [p.stat()]))
+    return _content_fingerprint(str(root), listing)
+
+
+@functools.lru_cache(maxsize=32)
+def _content_fingerprint(root: str, listing: tuple) -> str:
+    from .data.benchmarks import fingerprint
+
+    return fingerprint(root)
 
 
 # ---------------------------------------------------------------------------------------------------- data

@@ -4,6 +4,7 @@ import json
 
 import cv2
 import numpy as np
+
 import pytest
 
 from tcm_kit import train as T
@@ -209,6 +210,24 @@ def test_a_real_domain_is_keyed_by_its_resolved_path_and_its_files(tmp_path, mon
     gt.write_text("1,1,9,1,9,9,1,9,b\n")
     os.utime(gt)
     assert T.run_hash(rel) != h
+
+
+def test_a_real_domain_copied_again_keeps_its_runs(tmp_path):
+    """The same files written again in place (a fresh download or copy: new times) keep a run's identity, so a
+    run trained in one session resumes in the next; a changed file still gives it a new one."""
+    import os
+
+    root = tmp_path / "ic15"
+    (root / "train").mkdir(parents=True)
+    gt = root / "train" / "gt_img_1.txt"
+    gt.write_text("1,1,9,1,9,9,1,9,a\n")
+    cfg = TrainConfig.for_profile("smoke", domain="icdar2015", data_root=str(root))
+    first = T.run_hash(cfg)
+    gt.write_text("1,1,9,1,9,9,1,9,a\n")
+    os.utime(gt, ns=(10**18, 10**18))
+    assert T.run_hash(cfg) == first
+    gt.write_text("1,1,9,1,9,9,1,9,b\n")
+    assert T.run_hash(cfg) != first
 
 
 @pytest.mark.parametrize("instance,match", [

@@ -1,6 +1,7 @@
 """tcm_kit.real_claims: the real-data claims Plan on tiny benchmark folders the test writes itself (synthetic scenes
 laid out as icdar2015/test, td500/train and td500/test): runs paired by seed, thresholds chosen off the test sets,
 one claims table, resumable from its caches."""
+import dataclasses
 import json
 
 import pytest
@@ -47,7 +48,10 @@ def test_real_claims_make_one_table_and_read_everything_back(env, tmp_path):
     assert all(v.startswith("inconclusive") for v in table["verdict"])  # one seed decides nothing
     choices = sorted(env.parent.glob("runs/*/real_photos/choice-*.json"))
     assert len(choices) == 2 + 2 * len(plan.shots)
-    assert {json.loads(p.read_text())["long_side"] for p in choices} <= set(plan.photo_sizes)
+    sides = {p.name.split("-")[1]: set() for p in choices}
+    for p in choices:
+        sides[p.name.split("-")[1]].add(json.loads(p.read_text())["long_side"])
+    assert sides["td500_train"] <= set(plan.photo_sizes) and sides["val"] <= set(plan.real_photo_sizes)
     import dataclasses
 
     # everything cached: the same numbers, also when two worker processes read the evaluations back
@@ -112,6 +116,10 @@ def test_the_part_log_sums_sittings_and_counts_a_killed_part_to_its_last_heartbe
     parts = log.parts()
     assert list(parts) == ["0", "1"] and parts["1"]["workers"] == plan.workers
     assert first + 0.1 <= log.total() <= first + 0.35
+    # another plan has a log of its own; how many workers run it does not make it another plan
+    assert RC.PartLog(dataclasses.replace(plan, workers=2)).path == log.path
+    other = RC.PartLog(dataclasses.replace(plan, real_steps=plan.real_steps + 1))
+    assert other.path != log.path and other.total() == 0
 
 
 def test_peers_are_detected_or_read_back_on_the_same_photos_and_a_missing_one_is_a_note(env, monkeypatch):
