@@ -30,8 +30,8 @@ from .claims import Comparison, claims_table
 from .utils import atomic_write_text
 
 __all__ = ["RealPlan", "RealClaimsError", "PartLog", "plan_key", "synth_config", "td500_config", "real_claims",
-           "run_table", "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves", "few_shot_real",
-           "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS"]
+           "run_table", "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves",
+           "few_shot_real", "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -61,7 +61,7 @@ class RealPlan:
     real_unclip: float = 0.8
     real_num_val: int = 30  # validation photos carved from td500/train
     photo_sizes: tuple = (640, 960)  # long sides tried on td500/train for a synthetic run (1280 was the worst)
-    real_photo_sizes: tuple = (640, 480, 800)  # long sides tried on a td500 run's validation photos (its curve: the first)
+    real_photo_sizes: tuple = (640, 480, 800)  # tried on a td500 run's validation photos; its curve uses the first
     workers: int = 2  # runs trained (and tested) side by side, one thread each (tcm_kit.runs.run_many)
     threads: int = 1
 
@@ -96,10 +96,9 @@ def synth_config(plan: RealPlan, detector: str, seed: int):
 
 def td500_config(plan: RealPlan, detector: str, seed: int, shot: float, data):
     """The td500 run of `detector`, fine-tuned from its finished synthetic run of the same seed."""
+    from .calibrate import PHOTO_BOX_THRESHOLDS
     from .config import TrainConfig
     from .runs import run_dir
-
-    from .calibrate import PHOTO_BOX_THRESHOLDS
 
     start = run_dir(synth_config(plan, detector, seed))
     cfg = TrainConfig.for_profile(
@@ -315,8 +314,8 @@ def _real_claims(plan: RealPlan, data, progress: bool):
         amp = str(result.get("amp", "fp32"))
         res[k] = {s: _result(ev[s], seed, amp) for s in targets[k]}
         for split in targets[k]:
-            rows.append({"trained on": trained_on(shot), "shot": shot, "detector": det, "seed": seed, "tested on": split, "long side": ev[split]["long_side"],
-                         "box_thresh": ev[split]["box_thresh"],
+            rows.append({"trained on": trained_on(shot), "shot": shot, "detector": det, "seed": seed,
+                         "tested on": split, "long side": ev[split]["long_side"], "box_thresh": ev[split]["box_thresh"],
                          **{m: ev[split][m] for m in ("precision", "recall", "hmean")},
                          "train_seconds": result.get("train_seconds"), "run": Path(result["run_dir"]).name})
 

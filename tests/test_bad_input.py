@@ -4,7 +4,6 @@ import json
 
 import cv2
 import numpy as np
-
 import pytest
 
 from tcm_kit import train as T
