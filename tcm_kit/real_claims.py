@@ -165,17 +165,18 @@ def evaluate_photos(result: dict, cfg, splits: dict, fps: dict, plan: RealPlan, 
             model = load_run(run)[0]
         return model
 
+    sizes = plan.real_photo_sizes if chosen_on == "val" else plan.photo_sizes
+
     def choose():
         if chosen_on == "val":
-            return _choose_on_val(loaded(), cfg, plan.real_photo_sizes)
+            return _choose_on_val(loaded(), cfg, sizes)
         from .calibrate import calibrate_photos
 
-        c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=plan.photo_sizes, progress=False)
+        c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=sizes, progress=False)
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
-    sizes = "-".join(str(z) for z in (plan.real_photo_sizes if chosen_on == "val" else plan.photo_sizes))
     pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
-                                         f"{sizes}.json", choose)
+                                         f"{'-'.join(str(z) for z in sizes)}.json", choose)
     out = {"choice": pick}
     for split in targets:
         size = IC15_SIZE if split == IC15 else pick["long_side"]
