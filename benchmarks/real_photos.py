@@ -265,8 +265,10 @@ def run(args) -> None:
         for c, size in contenders:
             path = pass_path(c.name, c.weights, split, size, fps[split])
             done = read_pass(path) if args.report else run_pass(c, items, path, not args.quiet)
+            rec = records.get(c.name) if c.weights.startswith("released ") else None
             row = {"split": split, "detector": c.name, "weights": c.weights, "long side": size,
-                   "photos": f"{len(done)}/{len(items)}"}
+                   "photos": f"{len(done)}/{len(items)}",  # a release's training steps: budgets may differ
+                   "train steps": str(rec["config"]["optim"]["steps"]) if rec else ""}
             if all(name in done for name, _, _ in items):
                 s = scores(done, items)
                 counts[(split, c.name, size)] = s.pop("counts")
@@ -309,8 +311,8 @@ def run(args) -> None:
     if diffs:
         note = (f"Each detector is one trained model: the {LEVEL:.0%} interval and the bootstrap p resample the "
                 f"photos only ({N_BOOT} draws), not training seeds, so a verdict here says how the released models "
-                f"compare on these photos, not whether a method beats another; seeded comparisons are the claims "
-                f"tables' (tcm_kit.claims). p_holm: Holm over the {len(diffs)} differences below.")
+                f"compare on these photos, not whether a method beats another (the releases' training steps are in "
+                f"{args.name}.md); seeded comparisons are the claims tables' (tcm_kit.claims). p_holm: Holm over the {len(diffs)} differences below.")
         save_table(pd.DataFrame(diffs), f"{args.name}_paired",
                    f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
                    dataclasses.replace(stamp, note=note))
