@@ -312,7 +312,8 @@ def run(args) -> None:
         note = (f"Each detector is one trained model: the {LEVEL:.0%} interval and the bootstrap p resample the "
                 f"photos only ({N_BOOT} draws), not training seeds, so a verdict here says how the released models "
                 f"compare on these photos, not whether a method beats another (the releases' training steps are in "
-                f"{args.name}.md); seeded comparisons are the claims tables' (tcm_kit.claims). p_holm: Holm over the {len(diffs)} differences below.")
+                f"{args.name}.md); seeded comparisons are the claims tables' (tcm_kit.claims). p_holm: Holm over "
+                f"the {len(diffs)} differences below.")
         save_table(pd.DataFrame(diffs), f"{args.name}_paired",
                    f"{names[0]} against each detector, paired by photo (Holm over {len(diffs)} differences)",
                    dataclasses.replace(stamp, note=note))
