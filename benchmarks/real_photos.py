@@ -254,18 +254,19 @@ def run(args) -> None:
     rows, counts, records = [], {}, {}
     for split in splits:
         items = split_items(found[split], args.n)
-        contenders = []  # (contender, long side: ours at each size of the split, the peers at their own)
+        # (contender, long side: ours at each size of the split, the peers at their own, its release record: None
+        # for a run folder or a peer)
+        contenders = []
         for size in sizes_for(split, args):
             for name in names:
                 c, records[name] = released_contender(name, size)
                 if wanted(name):
-                    contenders.append((c, size))
-            contenders += [(c, size) for c in (run_contender_at(r, size) for r in args.runs) if wanted(c.name)]
-        contenders += [(c, "own") for c in peer_contenders([p for p in args.peers if wanted(p)], threads=1)]
-        for c, size in contenders:
+                    contenders.append((c, size, records[name]))
+            contenders += [(c, size, None) for c in (run_contender_at(r, size) for r in args.runs) if wanted(c.name)]
+        contenders += [(c, "own", None) for c in peer_contenders([p for p in args.peers if wanted(p)], threads=1)]
+        for c, size, rec in contenders:
             path = pass_path(c.name, c.weights, split, size, fps[split])
             done = read_pass(path) if args.report else run_pass(c, items, path, not args.quiet)
-            rec = records.get(c.name) if c.weights.startswith("released ") else None
             row = {"split": split, "detector": c.name, "weights": c.weights, "long side": size,
                    "photos": f"{len(done)}/{len(items)}",  # a release's training steps: budgets may differ
                    "train steps": str(rec["config"]["optim"]["steps"]) if rec else ""}

@@ -31,7 +31,8 @@ from .utils import atomic_write_text
 
 __all__ = ["RealPlan", "RealClaimsError", "PartLog", "plan_key", "synth_config", "td500_config", "real_claims",
            "run_table", "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves",
-           "few_shot_real", "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS"]
+           "few_shot_real", "transfer_real", "trained_on", "notebook_runs", "peer_runs", "paper_figures", "PEERS",
+           "left_out", "BUDGET_HOURS"]
 
 IC15, TD_TRAIN, TD_TEST = "icdar2015/test", "td500/train", "td500/test"
 IC15_SIZE = 1280  # ICDAR2015's photos at their own 1280 x 720
@@ -408,6 +409,44 @@ def paper_figures():
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value", "source"])
 
 
+# the real-data reproduction's time budget on a 2-core machine of this kind, in hours, by training precision
+# (issue 33; the README's real-data section)
+BUDGET_HOURS = {"bf16": 4.0, "fp32": 8.0}
+LEFT_OUT_HEADING = "## Cells left out, and why"
+
+
+def left_out(plan: RealPlan, runs, wall_seconds: float, precision: str):
+    """The cells of the paper's claims that this Plan does not run -> DataFrame: claim, cell, the runs it would add
+    and their training time, estimated from this Plan's own runs (mean train_seconds of its synthetic and td500 runs
+    of each detector at the top shot, `plan.workers` side by side; evaluation not counted), beside the Plan's own
+    wall time and the budget."""
+    import pandas as pd
+
+    from .experiments import ABLATION_LADDER
+
+    base, method = plan.detectors
+    top = trained_on(max(plan.shots))
+    per_run = runs.drop_duplicates("run").groupby(["trained on", "detector"])["train_seconds"].mean()
+
+    def pair(det):  # seconds of one seed's synthetic run and its td500 fine-tuning
+        return float(per_run[(trained_on(None), det)] + per_run[(top, det)])
+
+    n = len(plan.seeds)
+    middle = len(ABLATION_LADDER) - 2  # the ladder's rungs between DBNet and TCM-DBNet, both of which the Plan runs
+    cells = [("i", f"PAN and FCENet, each with and without TCM, synthetic then {top}", 2 * 2 * n,
+              2 * n * (pair(base) + pair(method)), f"at {base}'s and {method}'s time a run; PAN's and FCENet's differ"),
+             ("iv", f"the ablation ladder's {middle} middle rungs, synthetic then {top}", 2 * middle * n,
+              middle * n * pair(method), f"at {method}'s time a run")]
+    budget = BUDGET_HOURS.get(precision, BUDGET_HOURS["fp32"])
+    rows = []
+    for claim, cell, n_runs, seconds, basis in cells:
+        hours = seconds / plan.workers / 3600
+        why = (f"{hours:.1f} h of training ({basis}) on top of the Plan's own {wall_seconds / 3600:.1f} h, against a "
+               f"budget of {budget:g} h in {precision}")
+        rows.append({"claim": claim, "cell": cell, "runs": n_runs, "training (h)": hours, "why": why})
+    return pd.DataFrame(rows)
+
+
 def notebook_runs(profile: str, data):
     """The real-data Plan for a notebook's profile ("smoke" -> RealPlan "smoke", else "real") -> (plan, claims
     table, runs table), trained where missing (cached). (plan, None, None) when data is None, or, with the one-line
@@ -527,7 +566,8 @@ def save(plan: RealPlan, data, table, runs, wall_seconds: float, peers=None) -> 
 
     stamp = stamp_for(plan, data, wall_seconds)
     save_table(table, "claims_real", "The paper's claims on real photos: paired differences and verdicts", stamp,
-               paper=paper_figures(), paper_heading="## The paper's and the field's figures (not made by this kit)")
+               paper=paper_figures(), paper_heading="## The paper's and the field's figures (not made by this kit)",
+               sections=[(LEFT_OUT_HEADING, left_out(plan, runs, wall_seconds, stamp.precision))])
     means = run_table(runs)
     if peers:
         cols = ["trained on", "detector", "tested on", "hmean"]

@@ -57,9 +57,9 @@ def _write_meta(name: str, kind: str, title: str, stamp: Stamp, files: list[str]
 
 
 def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits: int = 3,
-               paper_heading: str = PAPER_HEADING) -> Path:
+               paper_heading: str = PAPER_HEADING, sections=()) -> Path:
     """Write reports/<name>.md and .csv (and the paper's figures beside ours when given, labelled as such under
-    `paper_heading`)."""
+    `paper_heading`; then each (heading, DataFrame) of `sections`, in the markdown only)."""
     d = reports_dir()
     df.to_csv(d / f"{name}.csv", index=False)
     lines = [f"# {title}", "", f"_Ours, from a run: {stamp.line()}._", ""]
@@ -70,6 +70,8 @@ def save_table(df, name: str, title: str, stamp: Stamp, paper=None, float_digits
     if paper is not None:
         lines += [paper_heading, "",
                   _markdown(paper, float_digits), ""]
+    for heading, extra in sections:
+        lines += [heading, "", _markdown(extra, float_digits), ""]
     (d / f"{name}.md").write_text("\n".join(lines))
     _write_meta(name, "table", title, stamp, files)
     return d / f"{name}.md"

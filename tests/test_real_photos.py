@@ -45,6 +45,7 @@ def test_a_table_of_the_released_detector_and_a_run_stamped_with_the_data(env):
     assert "Figures reported by others" in text and "57.9" in text
     steps = zoo.detector_record("tiny")["config"]["optim"]["steps"]  # each release says how long it trained
     assert f"| icdar2015/test | tiny | 1280 | 3/3 | {steps} |" in text
+    assert "| icdar2015/test | tcm-dbnet (run) | 1280 | 3/3 |  |" in text  # a run folder is no release
     (ev,) = zoo.detector_record("tiny")["evaluations"]  # the release's record holds its figure, data named
     assert (ev["split"], ev["data"], ev["long_side"], ev["photos"]) == (
         "icdar2015/test", fingerprint(data / "icdar2015" / "test"), 1280, "3/3")
