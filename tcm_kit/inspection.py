@@ -23,7 +23,7 @@ __all__ = [
     "load_image", "random_clip", "similarity_maps", "similarity_map", "cell_coverage", "text_cell_auc",
     "inspection_images", "similarity_table", "plot_similarity_grid", "pretrain_log", "plot_pretrain_curves",
     "checkpoint_info", "prior_table", "PromptExplorer", "prompt_explorer", "score_map_auc", "real_prior_auc",
-    "detection_views", "plot_detection_views",
+    "state_digest", "detection_views", "plot_detection_views",
 ]
 
 DEFAULT_PROMPTS = ("Text", "a sign", "a brick wall")  # "Text" is the paper's; the others are content words
@@ -484,12 +484,42 @@ def score_map_auc(model, root, size: int = 320, device: str = "cpu", max_images:
     return _text_cell_auc(model, root, cell_map, size, max_images, pos_cover, progress, "score map AUC")
 
 
+def state_digest(model) -> str:
+    """sha256 of a module's state (each entry's name, dtype, shape and bytes), 16 hex digits: what a cached
+    measurement of the model is keyed by."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def real_prior_auc(model, tokenizer, root, size: int = 1280, prompt: str = "text", device: str = "cpu",
-                   max_images: int | None = None, pos_cover: float = 0.25, progress: bool = False) -> dict:
+                   max_images: int | None = None, pos_cover: float = 0.25, progress: bool = False,
+                   cache: bool = False) -> dict:
     """Dense text-cell ROC-AUC of a CLIP's zero-shot prior on the annotated photos of the folder `root`: the
     cosine of every stride-32 cell of visual_embeddings with `prompt`, as the synthetic probe (tcm_kit.probe)
     measures it, with cells counted as _text_cell_auc does -> dict(dense_auc, n_images, n_pos_cells,
-    n_neg_cells)."""
+    n_neg_cells). With `cache`, the figures are kept in data/eval/clip_prior/, keyed by the model's state
+    (state_digest), the folder's content (fingerprint) and the arguments, and read back on the next call."""
+    if cache:
+        import json
+
+        from tcm_kit.data.benchmarks import fingerprint
+        from tcm_kit.utils import atomic_write_text, config_hash, data_dir
+
+        key = config_hash({"model": state_digest(model), "data": fingerprint(root), "size": size, "prompt": prompt,
+                           "max_images": max_images, "pos_cover": pos_cover})
+        path = data_dir() / "eval" / "clip_prior" / f"{'-'.join(Path(root).resolve().parts[-2:])}-{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        out = real_prior_auc(model, tokenizer, root, size, prompt, device, max_images, pos_cover, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(out, indent=1))
+        return out
     text = _text_embeddings(model, tokenizer, [prompt])[0]  # (C,)
 
     def cell_map(x):

@@ -29,7 +29,14 @@ def runs_dir() -> Path:
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    return runs_dir() / T.run_hash(cfg)
+    """runs_dir()/<run_hash>, or the folder of cfg's run filed under its key with paths (run_hash's located)
+    where only that one exists."""
+    path = runs_dir() / T.run_hash(cfg)
+    if not path.exists():
+        located = runs_dir() / T.run_hash(cfg, located=True)
+        if located.exists():
+            return located
+    return path
 
 
 def cached_result(cfg: TrainConfig, out: Path | str | None = None) -> dict | None:
@@ -39,7 +46,7 @@ def cached_result(cfg: TrainConfig, out: Path | str | None = None) -> dict | Non
     if not done.exists():
         return None
     result = json.loads(done.read_text())
-    return result if result.get("config_hash") == T.run_hash(cfg) else None
+    return result if T.is_run_of(cfg, result.get("config_hash")) else None
 
 
 def run_one(cfg: TrainConfig, progress: bool = False) -> dict:

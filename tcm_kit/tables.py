@@ -57,7 +57,7 @@ def score_auc(cfg: TrainConfig, n_images: int = 50) -> dict:
     cache, h = d / "score_auc.json", T.run_hash(cfg)
     if cache.exists():
         c = json.loads(cache.read_text())
-        if c.get("config_hash") == h and c.get("n_images") == n_images:
+        if T.is_run_of(cfg, c.get("config_hash")) and c.get("n_images") == n_images:
             return {"step0": c["step0"], "trained": c["trained"]}
     step0 = _score_map_auc(cfg, n_images, trained=False)["auc"]
     trained = _score_map_auc(cfg, n_images, trained=True)["auc"]

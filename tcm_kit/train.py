@@ -36,15 +36,18 @@ from .precision import autocast, default_device, precision_for
 from .utils import config_hash, cpu_name, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
-def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None) -> str:
+def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None,
+             located: bool = False) -> str:
     """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
-    starts from (tcm_kit.clip.clip_fingerprint), for a real domain of its data folder's manifest
+    starts from (tcm_kit.clip.clip_fingerprint), for a real domain of its data folder's content
     (data_fingerprint), of the detector it fine-tunes from (init_fingerprint), and of the precision it trains in
     (`precision`, else tcm_kit.precision.precision_for `device`, None: the default device) when that is bf16.
     So a new CLIP checkpoint or an edited dataset never reuses a run trained on another, and a bf16 run is never
     read back for fp32 or the other way round: both can sit in one cache. An fp32 run's key has no precision
     field, so it is the key the kit gave before precision could be chosen (the committed reports' runs were
-    fp32)."""
+    fp32). The data folder's and the start's paths (LOCATION_FIELDS) are left out, their content being in the
+    key: a clone or a dataset moved to another folder keeps its runs. located=True gives the key with those
+    paths, as runs were filed before (tcm_kit.runs.run_dir still finds a run under it)."""
     from .clip import clip_fingerprint
 
     extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
@@ -54,7 +57,27 @@ def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None 
         extra["precision"] = "bf16"
     if cfg.init_from is not None:
         extra["init_fingerprint"] = init_fingerprint(cfg.init_from)
-    return config_hash({**run_fields(cfg), **extra})
+    fields = run_fields(cfg)
+    if not located:
+        for name in LOCATION_FIELDS:
+            if fields.get(name) is not None:
+                del fields[name]
+    return config_hash({**fields, **extra})
+
+
+# config fields that name where something lies, not what it holds: run_hash keys them by content instead
+LOCATION_FIELDS = ("data_root", "init_from")
+
+
+def run_keys(cfg: TrainConfig) -> dict[str, str]:
+    """{run key: the precision it trains in} for every key a run of cfg may be filed under: fp32 and bf16, each
+    with and without the paths (run_hash's located)."""
+    return {run_hash(cfg, precision=p, located=loc): p for p in ("fp32", "bf16") for loc in (True, False)}
+
+
+def is_run_of(cfg: TrainConfig, key: str | None, device: str | None = None) -> bool:
+    """Whether a run key written in a checkpoint or result is cfg's, in the precision this process trains in."""
+    return run_keys(cfg).get(key) == precision_for(device)
 
 
 def run_fields(cfg: TrainConfig) -> dict:
@@ -100,8 +123,8 @@ def init_weights(spec: str) -> tuple[dict, str]:
 def data_fingerprint(root) -> str:
     """A content hash of a real dataset folder (tcm_kit.data.benchmarks.fingerprint: every file's relative path and
     sha256), so that an annotation fixed in place gives runs on it a new identity, while a copy of the same files
-    (a fresh download, another machine, a folder copied without its times) keeps it and its runs resume. The
-    content is hashed once per process and listing of (path, size, mtime)."""
+    (a fresh download, another machine, a folder copied without its times or to another path) keeps it and its
+    runs resume. The content is hashed once per process and listing of (path, size, mtime)."""
     root = Path(root).expanduser().resolve()
     listing = tuple(sorted((str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
                            for p in root.rglob("*") if p.is_file() for st in [p.stat()]))
@@ -356,12 +379,11 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str | None = None, any
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
-    keys = _precision_keys(cfg)  # precision -> run key
-    want = keys[precision_for(device)]
-    written = {k: p for p, k in keys.items()}.get(ck.get("config_hash"))  # the precision it was written in
+    written = run_keys(cfg).get(ck.get("config_hash"))  # the precision it was written in, None: not cfg's
     if any_precision and written is not None:
         return ck
-    if ck.get("config_hash") != want:
+    if written != precision_for(device):
+        want = run_hash(cfg, device)
         if written is not None:
             raise CheckpointError(f"{path}: this run trained in {written} and this process trains in "
                                   f"{precision_for(device)}; a run never mixes precisions: set "
@@ -371,14 +393,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str | None = None, any
     return ck
 
 
-def _precision_keys(cfg: TrainConfig) -> dict[str, str]:
-    """{precision: cfg's run key in it} for fp32 and bf16."""
-    return {p: run_hash(cfg, precision=p) for p in ("fp32", "bf16")}
-
-
 def _other_run(out_dir: Path, result: dict, cfg: TrainConfig, device: str) -> str:
     """The message for a finished run in out_dir that is not cfg's in this precision."""
-    if result.get("config_hash") in _precision_keys(cfg).values():
+    if result.get("config_hash") in run_keys(cfg):
         return (f"{out_dir} holds this config's finished run in {result.get('amp')}, and this process trains in "
                 f"{precision_for(device)}; a run never mixes precisions: set TCM_KIT_PRECISION="
                 f"{result.get('amp')} to read it back, or use another out folder")
@@ -436,7 +453,7 @@ def _train_locked(cfg: TrainConfig, out_dir: Path, progress: bool, device: str |
     done = out_dir / "result.json"
     if done.exists():  # a finished run is returned, never retrained
         result = json.loads(done.read_text())
-        if result.get("config_hash") == key:
+        if is_run_of(cfg, result.get("config_hash"), device):
             return result
         raise CheckpointError(_other_run(out_dir, result, cfg, device))
     t0 = time.time()

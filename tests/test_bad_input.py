@@ -1,6 +1,7 @@
 """Bad input and unlucky users: nothing the kit did not write is lost or overwritten (issue 22, items 1-3)."""
 import fcntl
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -227,6 +228,42 @@ def test_a_real_domain_copied_again_keeps_its_runs(tmp_path):
     assert T.run_hash(cfg) == first
     gt.write_text("1,1,9,1,9,9,1,9,b\n")
     assert T.run_hash(cfg) != first
+
+
+def test_runs_on_a_real_domain_are_found_again_after_the_data_and_the_start_move(tmp_path, monkeypatch):
+    """A run keys its data folder and its fine-tuning start by content, not by path: the same files in another
+    folder (a moved clone, a dataset put elsewhere) read the finished runs back; a run filed under the key with
+    paths (the kit's key before) is still found and read back."""
+    import shutil
+
+    from tcm_kit import runs
+
+    monkeypatch.setenv("TCM_KIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "kitdata"))
+    for name in ("a", "b"):
+        _real_set(tmp_path / name / "train", 6)
+        _real_set(tmp_path / name / "test", 2, seed=1)
+    cfg = lambda root, **kw: TrainConfig.for_profile("smoke", detector="dbnet", domain="icdar2015",  # noqa: E731
+                                                     data_root=str(tmp_path / root), **kw)
+    first = runs.run_one(cfg("a"))
+    start = runs.run_dir(cfg("a"))
+    tuned = runs.run_one(cfg("a", init_from=str(start)))
+    moved = tmp_path / "elsewhere" / start.name  # the start's folder moved: its content is the same
+    shutil.copytree(start, moved)
+    assert T.run_hash(cfg("b")) == T.run_hash(cfg("a")) != T.run_hash(cfg("b"), located=True)
+    assert runs.cached_result(cfg("b")) is not None and runs.run_one(cfg("b"))["hmean"] == first["hmean"]
+    again = cfg("b", init_from=str(moved))
+    assert runs.run_dir(again) == Path(tuned["run_dir"]) and runs.cached_result(again)["hmean"] == tuned["hmean"]
+    # a run filed under its key with paths, as the kit filed them before, is found there and read back
+    old = runs.runs_dir() / T.run_hash(cfg("a"), located=True)
+    start.rename(old)
+    result = json.loads((old / "result.json").read_text())
+    (old / "result.json").write_text(json.dumps({**result, "config_hash": old.name}))
+    assert runs.run_dir(cfg("a")) == old and runs.cached_result(cfg("a"))["hmean"] == first["hmean"]
+    assert T.train(cfg("a"), old, progress=False)["config_hash"] == old.name  # read back, not retrained
+    other = cfg("a", seed=7)  # another config is not read back from there
+    with pytest.raises(T.CheckpointError, match="another config"):
+        T.train(other, old, progress=False)
 
 
 @pytest.mark.parametrize("instance,match", [

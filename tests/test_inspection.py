@@ -291,6 +291,33 @@ def test_real_prior_auc_ranks_text_cells_and_leaves_dont_care_out(tmp_path, monk
         ins.real_prior_auc(StandIn(1), tokenizer, tmp_path / "empty")
 
 
+def test_real_prior_auc_is_kept_and_read_back_by_the_models_weights_and_the_photos(tiny, tmp_path, monkeypatch):
+    """With cache=True the figures of a (model, folder) are measured once; other weights, or a changed photo, are
+    measured anew."""
+    from tcm_kit.data.formats import write_icdar2015
+
+    monkeypatch.setenv("TCM_KIT_DATA", str(tmp_path / "kitdata"))
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    Image.fromarray(_image(96, 160, seed=3)).save(root / "images" / "img_0.png")
+    write_icdar2015(root / "annotations" / "gt_img_0.txt",
+                    [Instance(np.array([[32, 32], [127, 32], [127, 63], [32, 63]], np.float32), "word")])
+    model, tok = tiny
+    calls = []
+    measure = ins._text_cell_auc
+    monkeypatch.setattr(ins, "_text_cell_auc", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    first = ins.real_prior_auc(model, tok, root, size=160, cache=True)
+    assert ins.real_prior_auc(model, tok, root, size=160, cache=True) == first and len(calls) == 1
+    assert len(list((tmp_path / "kitdata" / "eval" / "clip_prior").glob("*-photos-*.json"))) == 1
+    other = ins.random_clip(model, seed=1)
+    assert ins.state_digest(other) != ins.state_digest(model)
+    ins.real_prior_auc(other, tok, root, size=160, cache=True)
+    assert len(calls) == 2  # other weights: measured
+    Image.fromarray(_image(96, 160, seed=4)).save(root / "images" / "img_0.png")
+    assert ins.real_prior_auc(model, tok, root, size=160, cache=True)["n_images"] == 1 and len(calls) == 3
+
+
 @pytest.mark.parametrize("name", ["tcm-dbnet", "dbnet"])
 def test_detection_views_show_prior_score_map_and_detections_on_one_picture(tiny, name):
     from tcm_kit import train as T
