@@ -36,6 +36,10 @@ from .precision import autocast, default_device, precision_for
 from .utils import config_hash, cpu_name, data_dir, git_commit, seed_everything
 
 SYNTH_DATA_SEEDS = {"train": 0, "val": 1, "test": 2}
+# config fields that name where something lies, not what it holds: run_hash keys them by their content instead
+LOCATION_FIELDS = ("data_root", "init_from")
+
+
 def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None = None,
              located: bool = False) -> str:
     """A run's identity (its folder name and cache key): the hash of the whole config, of the CLIP weights it
@@ -63,10 +67,6 @@ def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None 
             if fields.get(name) is not None:
                 del fields[name]
     return config_hash({**fields, **extra})
-
-
-# config fields that name where something lies, not what it holds: run_hash keys them by content instead
-LOCATION_FIELDS = ("data_root", "init_from")
 
 
 def run_keys(cfg: TrainConfig) -> dict[str, str]:
