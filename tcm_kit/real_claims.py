@@ -433,7 +433,8 @@ def left_out(plan: RealPlan, runs, wall_seconds: float, precision: str):
 
     n = len(plan.seeds)
     middle = len(ABLATION_LADDER) - 2  # the ladder's rungs between DBNet and TCM-DBNet, both of which the Plan runs
-    cells = [("i", f"PAN and FCENet, each with and without TCM, synthetic then {top}", 2 * 2 * n,
+    # (i): 2 heads x 2 forms (with and without TCM) x 2 stages (synthetic, td500) x n seeds; (iv): rungs x 2 x n
+    cells = [("i", f"PAN and FCENet, each with and without TCM, synthetic then {top}", 2 * 2 * 2 * n,
               2 * n * (pair(base) + pair(method)), f"at {base}'s and {method}'s time a run; PAN's and FCENet's differ"),
              ("iv", f"the ablation ladder's {middle} middle rungs, synthetic then {top}", 2 * middle * n,
               middle * n * pair(method), f"at {method}'s time a run")]

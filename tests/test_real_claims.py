@@ -65,7 +65,7 @@ def test_real_claims_make_one_table_and_read_everything_back(env, tmp_path):
     # the cells the Plan leaves out are in the table, with time estimated from the Plan's own runs
     assert RC.LEFT_OUT_HEADING in text and "the ablation ladder's 5 middle rungs" in text
     lo = RC.left_out(plan, runs, 7200.0, "fp32")
-    assert list(lo["claim"]) == ["i", "iv"] and list(lo["runs"]) == [4 * len(plan.seeds), 10 * len(plan.seeds)]
+    assert list(lo["claim"]) == ["i", "iv"] and list(lo["runs"]) == [8 * len(plan.seeds), 10 * len(plan.seeds)]
     used = runs[runs["trained on"].isin(["synth-ic15", "td500 x1"])].drop_duplicates("run")
     t = used.groupby("detector")["train_seconds"].sum() / len(plan.seeds)  # one seed's synthetic run + fine-tuning
     assert lo["training (h)"].tolist() == pytest.approx([2 * (t["dbnet"] + t["tcm-dbnet"]) / 3600,
