@@ -359,8 +359,9 @@ def claim_specs(plan: Plan | str, data_roots: Mapping[str, str] | None = None,
     (i) tcm-<head> − <head> for each of claim_heads; (ii) the gain of tcm-dbnet over dbnet at claim_shot minus
     the gain with all data (and the gain at claim_shot alone); (iii) tcm-dbnet − dbnet trained on claim_domain,
     tested on each other domain, then on each real domain of real_targets ({domain: folder with test/}, tested
-    only, at plan.real_test_size: the paper's synthetic-to-real setting); (iv) each rung of ABLATION_LADDER − the
-    rung below it."""
+    only, at plan.real_test_size: the paper's synthetic-to-real setting, with the Plan's own short runs; the
+    reproduction answers it with runs trained for real photos, tcm_kit.real_claims); (iv) each rung of
+    ABLATION_LADDER − the rung below it."""
     plan = as_plan(plan)
     dom, seeds = plan.claim_domain, tuple(plan.claim_seeds)
 

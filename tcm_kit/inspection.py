@@ -506,20 +506,14 @@ def real_prior_auc(model, tokenizer, root, size: int = 1280, prompt: str = "text
     n_neg_cells). With `cache`, the figures are kept in data/eval/clip_prior/, keyed by the model's state
     (state_digest), the folder's content (fingerprint) and the arguments, and read back on the next call."""
     if cache:
-        import json
-
         from tcm_kit.data.benchmarks import fingerprint
-        from tcm_kit.utils import atomic_write_text, config_hash, data_dir
+        from tcm_kit.utils import cached_json, config_hash, data_dir
 
         key = config_hash({"model": state_digest(model), "data": fingerprint(root), "size": size, "prompt": prompt,
                            "max_images": max_images, "pos_cover": pos_cover})
         path = data_dir() / "eval" / "clip_prior" / f"{'-'.join(Path(root).resolve().parts[-2:])}-{key}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        out = real_prior_auc(model, tokenizer, root, size, prompt, device, max_images, pos_cover, progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(out, indent=1))
-        return out
+        return cached_json(path, lambda: real_prior_auc(model, tokenizer, root, size, prompt, device, max_images,
+                                                        pos_cover, progress))
     text = _text_embeddings(model, tokenizer, [prompt])[0]  # (C,)
 
     def cell_map(x):

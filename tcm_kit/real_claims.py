@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .claims import Comparison, claims_table
-from .utils import atomic_write_text
+from .utils import atomic_write_text, cached_json
 
 __all__ = ["RealPlan", "RealClaimsError", "PartLog", "plan_key", "synth_config", "td500_config", "real_claims",
            "run_table", "save", "stamp_for", "save_few_shot_real", "save_transfer_real", "learning_curves",
@@ -118,14 +118,6 @@ def td500_config(plan: RealPlan, detector: str, seed: int, shot: float, data):
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 
-def _cached(path: Path, make) -> dict:
-    if path.exists():
-        return json.loads(path.read_text())
-    value = make()
-    atomic_write_text(path, json.dumps(value, indent=1))
-    return value
-
-
 def _choose_on_val(model, cfg, sizes) -> dict:
     """(long side, box threshold) best on a td500 run's validation photos -> {"long_side", "box_thresh", "hmean"}."""
     from .calibrate import PHOTO_BOX_THRESHOLDS
@@ -176,14 +168,14 @@ def evaluate_photos(result: dict, cfg, splits: dict, fps: dict, plan: RealPlan, 
         c = calibrate_photos(loaded(), splits[TD_TRAIN], sizes=sizes, progress=False)
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
-    pick = _cached(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
+    pick = cached_json(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
                                          f"{'-'.join(str(z) for z in sizes)}.json", choose)
     out = {"choice": pick}
     for split in targets:
         size = IC15_SIZE if split == IC15 else pick["long_side"]
         name = f"{split.replace('/', '_')}-{fps[split]}-{size}-{pick['box_thresh']:g}.json"
         path = run / "real_photos" / name
-        out[split] = _cached(path, lambda s=split, z=size: _test(loaded(), cfg, splits[s], z, pick["box_thresh"]))
+        out[split] = cached_json(path, lambda s=split, z=size: _test(loaded(), cfg, splits[s], z, pick["box_thresh"]))
     return out
 
 

@@ -52,27 +52,37 @@ def run_hash(cfg: TrainConfig, device: str | None = None, precision: str | None 
     fp32). The data folder's and the start's paths (LOCATION_FIELDS) are left out, their content being in the
     key: a clone or a dataset moved to another folder keeps its runs. located=True gives the key with those
     paths, as runs were filed before (tcm_kit.runs.run_dir still finds a run under it)."""
+    return _key(cfg, _fingerprints(cfg), precision or precision_for(device), located)
+
+
+def run_keys(cfg: TrainConfig) -> dict[str, str]:
+    """{run key: the precision it trains in} for every key a run of cfg may be filed under: fp32 and bf16, each
+    with and without the paths (run_hash's located). The fingerprints are worked out once for all four."""
+    fps = _fingerprints(cfg)
+    return {_key(cfg, fps, p, loc): p for p in ("fp32", "bf16") for loc in (True, False)}
+
+
+def _fingerprints(cfg: TrainConfig) -> dict:
+    """The content hashes a run key holds besides the config: its CLIP weights, data folder and start."""
     from .clip import clip_fingerprint
 
-    extra = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
+    fps = {"clip_fingerprint": clip_fingerprint(cfg.clip_weights)}
     if cfg.data_root is not None:
-        extra["data_fingerprint"] = data_fingerprint(cfg.data_root)
-    if (precision or precision_for(device)) == "bf16":
-        extra["precision"] = "bf16"
+        fps["data_fingerprint"] = data_fingerprint(cfg.data_root)
     if cfg.init_from is not None:
-        extra["init_fingerprint"] = init_fingerprint(cfg.init_from)
+        fps["init_fingerprint"] = init_fingerprint(cfg.init_from)
+    return fps
+
+
+def _key(cfg: TrainConfig, fps: dict, precision: str, located: bool) -> str:
+    """run_hash, given _fingerprints(cfg) already worked out."""
+    extra = {**fps, "precision": "bf16"} if precision == "bf16" else dict(fps)
     fields = run_fields(cfg)
     if not located:
         for name in LOCATION_FIELDS:
             if fields.get(name) is not None:
                 del fields[name]
     return config_hash({**fields, **extra})
-
-
-def run_keys(cfg: TrainConfig) -> dict[str, str]:
-    """{run key: the precision it trains in} for every key a run of cfg may be filed under: fp32 and bf16, each
-    with and without the paths (run_hash's located)."""
-    return {run_hash(cfg, precision=p, located=loc): p for p in ("fp32", "bf16") for loc in (True, False)}
 
 
 def is_run_of(cfg: TrainConfig, key: str | None, device: str | None = None) -> bool:

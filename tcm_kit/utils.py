@@ -75,6 +75,17 @@ def atomic_write_text(path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def cached_json(path, make):
+    """The JSON value kept in `path`, else make() written there (atomic_write_text) and returned: a measurement
+    done once and read back on the next call."""
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    atomic_write_text(path, json.dumps(value, indent=1))
+    return value
+
+
 def file_sha256(path) -> str:
     """The sha256 of a file's content, hex."""
     h = hashlib.sha256()

@@ -608,3 +608,23 @@ def test_formats_x_faults(tmp_path, fmt, fault):
         assert where in msgs[0], msgs
         np.testing.assert_array_equal(insts[0].polygon, np.float32(GOOD[0][0]))  # the rest read as written
         assert not insts[0].ignore
+
+
+def test_cached_json_measures_once_and_leaves_no_temporary(tmp_path):
+    """cached_json writes the value once (no .tmp file left beside it) and reads it back without calling make."""
+    from tcm_kit.utils import cached_json
+
+    calls = []
+    path = tmp_path / "deep" / "m.json"
+    make = lambda: calls.append(1) or {"hmean": 0.5, "n": [1, 2]}  # noqa: E731
+    assert cached_json(path, make) == {"hmean": 0.5, "n": [1, 2]}
+    assert cached_json(path, make) == {"hmean": 0.5, "n": [1, 2]} and len(calls) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]
+
+
+def test_run_keys_are_run_hash_in_each_precision_and_location(tmp_path):
+    """run_keys (fingerprints worked out once) gives the same four keys as run_hash called for each."""
+    cfg = TrainConfig.for_profile("smoke", detector="dbnet", domain="synth-ic15", seed=0)
+    keys = T.run_keys(cfg)
+    want = {T.run_hash(cfg, precision=p, located=loc): p for p in ("fp32", "bf16") for loc in (True, False)}
+    assert keys == want and set(keys.values()) == {"fp32", "bf16"}
