@@ -169,7 +169,7 @@ def evaluate_photos(result: dict, cfg, splits: dict, fps: dict, plan: RealPlan, 
         return {k: c[k] for k in ("long_side", "box_thresh", "hmean")}
 
     pick = cached_json(run / "real_photos" / f"choice-{chosen_on.replace('/', '_')}-{fps[TD_TRAIN]}-"
-                                         f"{'-'.join(str(z) for z in sizes)}.json", choose)
+                                             f"{'-'.join(str(z) for z in sizes)}.json", choose)
     out = {"choice": pick}
     for split in targets:
         size = IC15_SIZE if split == IC15 else pick["long_side"]
