@@ -118,8 +118,10 @@ def sit(workdir: Path, make_args: list[str], commit: str | None = None, source: 
         t = float(beat.read_text()) if beat.exists() else events[-1]["t"]
         if time.time() - t < 2 * HEARTBEAT_S:
             raise SystemExit(f"{workdir}: a sitting is running (heartbeat {time.time() - t:.0f} s ago)")
-        _append(workdir, {"event": "killed", "t": max(t, events[-1]["t"]), "utc": _utc(t)})
-        events = read_events(workdir)
+        t = max(t, events[-1]["t"])  # a heartbeat older than the start is an earlier sitting's
+        killed = {"event": "killed", "t": t, "utc": _utc(t)}
+        _append(workdir, killed)
+        events.append(killed)
     if not clone.exists():
         source = source or Path(__file__).resolve().parents[1]
         subprocess.run(["git", "clone", "-q", str(source), str(clone)], check=True)
@@ -131,8 +133,7 @@ def sit(workdir: Path, make_args: list[str], commit: str | None = None, source: 
         raise SystemExit(f"{workdir}: its first sitting timed `make {' '.join(first['make'])}` at "
                          f"{first['commit'][:12]}; this one asks `make {' '.join(make_args)}` at {head[:12]}: "
                          "use a new WORKDIR")
-    done = [s for s in sittings(events) if s["how"] == "end" and s["rc"] == 0]
-    if done:
+    if any(s["how"] == "end" and s["rc"] == 0 for s in sittings(events)):
         print(f"{workdir}: the timed run has finished already\n{summary(events)}")
         return 0
     t0 = time.time()
