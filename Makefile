@@ -37,8 +37,11 @@ test-precision: install
 	TCM_KIT_NATIVE_BF16=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PRECISION_TESTS)
 	TCM_KIT_NATIVE_BF16=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(PRECISION_TESTS)
 
-# Runs the numbered notebooks headless (papermill) on the default profile and writes reports/.
+# Runs the numbered notebooks headless (papermill) on the default profile and writes reports/. With DATA it first
+# installs the `bench` extra, so that notebook 07 detects rapidocr on the same photos as the runs (CRAFT is read
+# back from `make real-photos` passes: too slow for this budget).
 reproduce: install
+	$(if $(DATA),$(BIN)/python -m pip install -q -e '.[bench]')
 	$(BIN)/tcm-kit reproduce --profile $(PROFILE) $(if $(PRECISION),--precision $(PRECISION)) $(if $(DATA),--data $(DATA))
 
 # The released detectors and the peers (rapidocr, CRAFT: the `bench` extra) on the real benchmarks in DATA

@@ -362,9 +362,15 @@ def peer_runs(data, peers=PEERS, run_now=PEERS_RUN_NOW, progress: bool = True):
     notes, rows = [], []
     try:
         bench_peers, rp = _benchmarks()
-        contenders = bench_peers.peer_contenders(list(peers), threads=1)
+        from benchmarks.peer_models import PeerUnavailableError
     except ImportError as e:
         return [], [f"peers left out: {e.name or e} is not installed (`pip install -e '.[bench]'` brings them)"]
+    contenders = []
+    for name in peers:  # one at a time: a peer whose package or weights are missing is a note, the others still run
+        try:
+            contenders += bench_peers.peer_contenders([name], threads=1)
+        except (ImportError, PeerUnavailableError) as e:
+            notes.append(f"{name} left out: {e}")
     from .data.benchmarks import fingerprint
 
     splits = _splits(data)

@@ -160,6 +160,20 @@ def test_peers_are_detected_or_read_back_on_the_same_photos_and_a_missing_one_is
     def missing():
         raise ModuleNotFoundError("no module", name="rapidocr")
 
+    # the bench extra's packages present but a peer's own package or weights missing (benchmarks.peer_models
+    # raises PeerUnavailableError): that peer is a note and the others still run
+    from benchmarks.peer_models import PeerUnavailableError
+
+    def some(names, threads):
+        if names == ["gone"]:
+            raise PeerUnavailableError("gone is not installed; pip install 'tcm-kit[bench]'")
+        return [contender(n) for n in names]
+
+    monkeypatch.setattr(RC, "_benchmarks", lambda: (types.SimpleNamespace(peer_contenders=some), rp))
+    rows, notes = RC.peer_runs(env, peers=("gone", "now"), run_now=("now",), progress=False)
+    assert [r["detector"] for r in rows] == ["now", "now"] and len(calls) == 6  # read back
+    assert notes == ["gone left out: gone is not installed; pip install 'tcm-kit[bench]'"]
+
     monkeypatch.setattr(RC, "_benchmarks", missing)
     assert RC.peer_runs(env, progress=False) == ([], ["peers left out: rapidocr is not installed "
                                                       "(`pip install -e '.[bench]'` brings them)"])
